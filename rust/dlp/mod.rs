@@ -1,0 +1,1 @@
+//! DLP: rules, validators, multi-pattern engines, redaction and the streaming scanner.

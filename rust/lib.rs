@@ -1,0 +1,12 @@
+//! Hot paths of the Workjet gateway, as plain Rust.
+//!
+//! Every module here is pure Rust with its own `#[cfg(test)]` tests; `cargo test` never links
+//! libpython. The PyO3 glue lives in `py/` behind the `python` feature and only converts
+//! arguments, calls one function from here and maps errors.
+
+pub mod dlp;
+pub mod sse;
+pub mod tokens;
+
+#[cfg(feature = "python")]
+mod py;
