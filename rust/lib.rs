@@ -5,6 +5,7 @@
 //! arguments, calls one function from here and maps errors.
 
 pub mod dlp;
+pub mod filter;
 pub mod sse;
 pub mod tokens;
 
