@@ -1,1 +1,332 @@
 //! Exact, offline token counting compatible with tiktoken's `o200k_base` and `cl100k_base`.
+//!
+//! The engine is `bpe-openai` (github/rust-gems): the vocabularies are compiled into the binary, so counting never
+//! touches the network, and its backtracking encoder stays linear on adversarial input (long runs without
+//! whitespace), where tiktoken grows quadratically. Counts are equal to tiktoken's `encode_ordinary`: special-token
+//! text such as `<|endoftext|>` inside user content is counted as ordinary text, never as a special token.
+//!
+//! The encoders are built once per process on first use (`bpe-openai` keeps them in `LazyLock` statics);
+//! [`warm_up`] builds both ahead of the first request.
+
+use std::fmt;
+
+/// A supported encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    O200kBase,
+    Cl100kBase,
+}
+
+impl Encoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::O200kBase => "o200k_base",
+            Self::Cl100kBase => "cl100k_base",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Self, TokenError> {
+        match name {
+            "o200k_base" => Ok(Self::O200kBase),
+            "cl100k_base" => Ok(Self::Cl100kBase),
+            _ => Err(TokenError::UnknownEncoding(name.to_owned())),
+        }
+    }
+
+    fn tokenizer(self) -> &'static bpe_openai::Tokenizer {
+        match self {
+            Self::O200kBase => bpe_openai::o200k_base(),
+            Self::Cl100kBase => bpe_openai::cl100k_base(),
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    UnknownEncoding(String),
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownEncoding(name) => {
+                write!(
+                    f,
+                    "unknown encoding {name:?}: expected \"o200k_base\" or \"cl100k_base\""
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// Build both encoders now rather than on the first request (each takes tens of milliseconds).
+pub fn warm_up() {
+    let _ = count(Encoding::O200kBase, "warm up");
+    let _ = count(Encoding::Cl100kBase, "warm up");
+}
+
+/// Number of tokens of `text`, with ordinary semantics (no special tokens).
+pub fn count(encoding: Encoding, text: &str) -> usize {
+    encoding.tokenizer().count(text)
+}
+
+/// The encoding that `model` uses.
+///
+/// The name is matched case-insensitively after dropping a routing prefix (`openai/gpt-4o`, `azure/...`) and a
+/// fine-tune prefix (`ft:`). GPT-4o, GPT-4.1, GPT-4.5, GPT-5, gpt-oss and the o-series use `o200k_base`; GPT-4,
+/// GPT-3.5 and the OpenAI embedding models use `cl100k_base`. Every other model (Claude, Llama, Mistral, unknown
+/// names) falls back to `o200k_base`: its tokenizer is not public or not supported here, so the count is an
+/// estimate, not an exact figure.
+pub fn encoding_for_model(model: &str) -> Encoding {
+    let model = model.trim();
+    let model = model.rsplit('/').next().unwrap_or(model);
+    let model = model.strip_prefix("ft:").unwrap_or(model).to_ascii_lowercase();
+    let m = model.as_str();
+    let family = |prefix: &str| m == prefix || m.starts_with(&format!("{prefix}-"));
+    const O200K: [&str; 6] = ["gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-oss"];
+    if O200K.iter().any(|p| m.starts_with(p)) || ["o1", "o3", "o4"].iter().any(|p| family(p)) {
+        return Encoding::O200kBase;
+    }
+    const CL100K: [&str; 5] = [
+        "gpt-4",
+        "gpt-3.5",
+        "gpt-35",
+        "text-embedding-ada-002",
+        "text-embedding-3",
+    ];
+    if CL100K.iter().any(|p| m.starts_with(p)) {
+        return Encoding::Cl100kBase;
+    }
+    Encoding::O200kBase
+}
+
+/// Per-message token overhead of the chat format, from the OpenAI Cookbook notebook
+/// "How to count tokens with tiktoken" (`num_tokens_from_messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatOverhead {
+    /// Added for every message (`<|start|>{role/name}\n{content}<|end|>\n`).
+    pub per_message: i64,
+    /// Added when a message has a `name`.
+    pub per_name: i64,
+    /// Added once: every reply is primed with `<|start|>assistant<|message|>`.
+    pub reply_priming: i64,
+}
+
+impl ChatOverhead {
+    /// The cookbook's figures for every current chat model.
+    pub const DEFAULT: Self = Self {
+        per_message: 3,
+        per_name: 1,
+        reply_priming: 3,
+    };
+    /// `gpt-3.5-turbo-0301` used a different template.
+    pub const GPT35_0301: Self = Self {
+        per_message: 4,
+        per_name: -1,
+        reply_priming: 3,
+    };
+
+    pub fn for_model(model: &str) -> Self {
+        if model.to_ascii_lowercase().contains("gpt-3.5-turbo-0301") {
+            Self::GPT35_0301
+        } else {
+            Self::DEFAULT
+        }
+    }
+}
+
+/// One chat message as counted: every string the cookbook encodes (role, content, and the optional name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatMessage<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
+    pub name: Option<&'a str>,
+}
+
+/// Prompt tokens of a chat request for `model`: the cookbook's `num_tokens_from_messages`.
+pub fn count_chat(model: &str, messages: &[ChatMessage<'_>]) -> usize {
+    let encoding = encoding_for_model(model);
+    let overhead = ChatOverhead::for_model(model);
+    let mut total = overhead.reply_priming;
+    for message in messages {
+        total += overhead.per_message;
+        total += count(encoding, message.role) as i64;
+        total += count(encoding, message.content) as i64;
+        if let Some(name) = message.name {
+            total += count(encoding, name) as i64 + overhead.per_name;
+        }
+    }
+    usize::try_from(total).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varied_corpus() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "Hello, world!",
+            "The quick brown fox jumps over the lazy dog. It's 3:45pm; we'll see, they've said, I'd rather not.",
+            "fn main() {\n    let x: Vec<u8> = vec![1, 2, 3];\n    println!(\"{:?}\", x);\n}\n",
+            "def f(x):\n\treturn {'a': [1, 2.5e-3, None]}  # comment\n\n\n",
+            "{\"id\":\"chatcmpl-123\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"created\":1712345678}",
+            "Ünïcödé façade naïve café — «quotes» ‘single’ “double”",
+            "日本語のテキストです。東京は日本の首都です。",
+            "中文文本，包含标点符号。数字１２３",
+            "한국어 텍스트입니다. 안녕하세요!",
+            "Русский текст с цифрами 12345 и знаками!",
+            "العربية نص مع أرقام ١٢٣",
+            "हिन्दी पाठ, देवनागरी लिपि",
+            "emoji 😀🎉👩‍👩‍👧‍👦 flags 🇫🇷🇯🇵 skin 👍🏽",
+            "   leading and trailing spaces   ",
+            "tabs\t\t\tand\n\n\nnewlines\r\n\r\nmixed \u{a0}nbsp\u{2028}ls",
+            "<|endoftext|> is not special here <|fim_prefix|>",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "1234567890123456789 3.14159 0xDEADBEEF 1e10",
+            "CamelCaseIdentifier snake_case_identifier SCREAMING_CASE kebab-case",
+            "https://example.com/path?query=1&b=2#frag user@example.org",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(" ".repeat(1000));
+        v.push("\n".repeat(300) + "x" + &" \n".repeat(200));
+        v.push(v[2..16].concat().repeat(20));
+        v
+    }
+
+    #[test]
+    fn parity_with_tiktoken_rs_o200k() {
+        let reference = tiktoken_rs::o200k_base_singleton();
+        for text in varied_corpus() {
+            assert_eq!(
+                count(Encoding::O200kBase, &text),
+                reference.encode_ordinary(&text).len(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parity_with_tiktoken_rs_cl100k() {
+        let reference = tiktoken_rs::cl100k_base_singleton();
+        for text in varied_corpus() {
+            assert_eq!(
+                count(Encoding::Cl100kBase, &text),
+                reference.encode_ordinary(&text).len(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parity_on_100kb_adversarial_run() {
+        let text = "x".repeat(100 * 1024);
+        let reference = tiktoken_rs::o200k_base_singleton();
+        assert_eq!(
+            count(Encoding::O200kBase, &text),
+            reference.encode_ordinary(&text).len()
+        );
+    }
+
+    #[test]
+    fn one_megabyte_runs_are_counted() {
+        // bpe-openai is linear here; tiktoken's quadratic worst case would make this test crawl.
+        for ch in ["a", " ", "é", "7", "\u{1F600}"] {
+            let text = ch.repeat((1 << 20) / ch.len());
+            let n = count(Encoding::O200kBase, &text);
+            assert!(n > 0 && n <= text.len(), "{ch:?}: {n}");
+        }
+    }
+
+    #[test]
+    fn known_counts() {
+        assert_eq!(count(Encoding::Cl100kBase, "hello world"), 2);
+        assert_eq!(count(Encoding::O200kBase, "hello world"), 2);
+        assert_eq!(count(Encoding::O200kBase, ""), 0);
+    }
+
+    #[test]
+    fn encodings_by_name() {
+        assert_eq!(Encoding::from_name("o200k_base"), Ok(Encoding::O200kBase));
+        assert_eq!(Encoding::from_name("cl100k_base"), Ok(Encoding::Cl100kBase));
+        assert!(Encoding::from_name("p50k_base").is_err());
+        assert_eq!(Encoding::Cl100kBase.to_string(), "cl100k_base");
+    }
+
+    #[test]
+    fn model_to_encoding() {
+        for m in [
+            "gpt-4o",
+            "gpt-4o-mini-2024-07-18",
+            "o1",
+            "o1-mini",
+            "o3-mini",
+            "o4-mini",
+            "gpt-4.1-nano",
+        ] {
+            assert_eq!(encoding_for_model(m), Encoding::O200kBase, "{m}");
+        }
+        for m in [
+            "gpt-5",
+            "GPT-5-mini",
+            "openai/gpt-4o",
+            "ft:gpt-4o-2024-08-06:org::id",
+            "chatgpt-4o-latest",
+        ] {
+            assert_eq!(encoding_for_model(m), Encoding::O200kBase, "{m}");
+        }
+        for m in [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-4-0613",
+            "gpt-3.5-turbo",
+            "azure/gpt-35-turbo",
+            "text-embedding-3-small",
+        ] {
+            assert_eq!(encoding_for_model(m), Encoding::Cl100kBase, "{m}");
+        }
+        for m in [
+            "claude-3-5-sonnet",
+            "llama-3.1-70b",
+            "mistral-large",
+            "o10-x",
+            "",
+            "o3x",
+        ] {
+            assert_eq!(encoding_for_model(m), Encoding::O200kBase, "{m}");
+        }
+    }
+
+    #[test]
+    fn chat_overhead_matches_cookbook() {
+        // Cookbook example: the reference for gpt-4o-class models is 3 per message, +1 per name, +3 priming.
+        let msgs = [
+            ChatMessage {
+                role: "system",
+                content: "You are a helpful assistant.",
+                name: None,
+            },
+            ChatMessage {
+                role: "user",
+                content: "Hello!",
+                name: Some("alice"),
+            },
+        ];
+        let enc = Encoding::O200kBase;
+        let want = 3
+            + (3 + count(enc, "system") + count(enc, "You are a helpful assistant."))
+            + (3 + count(enc, "user") + count(enc, "Hello!") + count(enc, "alice") + 1);
+        assert_eq!(count_chat("gpt-4o", &msgs), want);
+        assert_eq!(count_chat("gpt-4o", &[]), 3);
+    }
+}
