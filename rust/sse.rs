@@ -287,17 +287,13 @@ impl SseParser {
                 self.data.push(b'\n');
             }
             b"event" => self.event_type = Some(String::from_utf8_lossy(value).into_owned()),
-            b"id" => {
-                if memchr::memchr(0, value).is_none() {
-                    self.last_id = Some(String::from_utf8_lossy(value).into_owned());
-                }
+            b"id" if memchr::memchr(0, value).is_none() => {
+                self.last_id = Some(String::from_utf8_lossy(value).into_owned());
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // All ASCII digits, so valid UTF-8; a value past u64 is ignored like any invalid one.
-                    if let Some(ms) = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()) {
-                        self.retry = Some(ms);
-                    }
+            // All ASCII digits, so valid UTF-8; a value past u64 is ignored like any invalid one.
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Some(ms) = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()) {
+                    self.retry = Some(ms);
                 }
             }
             _ => {}
