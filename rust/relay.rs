@@ -190,6 +190,11 @@ impl ChunkRelay {
         self.state.content_chars
     }
 
+    /// Findings reported and not yet taken.
+    pub fn findings(&self) -> &[FindingNote] {
+        &self.state.findings
+    }
+
     /// Findings reported since the last call to this method (or to `feed`/`finish`, which also take them).
     pub fn take_findings(&mut self) -> Vec<FindingNote> {
         std::mem::take(&mut self.state.findings)
