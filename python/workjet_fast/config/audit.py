@@ -1,0 +1,42 @@
+"""The `audit:` section: where and how the audit log is written (owned by the audit feature)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workjet_fast.config._reader import Section
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    enabled: bool = True
+    url: str | None = None  # None: the storage url
+    queue_size: int = 10_000  # records held in memory; beyond it new records go straight to the spill file
+    batch_size: int = 500  # records per insert transaction
+    flush_interval: float = 0.2  # seconds: the longest a record waits in the queue when the writer keeps up
+    spill_path: str = "data/audit-spill.jsonl"  # base name; each process spills to <stem>.<chain id><suffix>
+    retention_days: int | None = None  # None: keep forever; otherwise pruned by the writer and `workjet audit prune`
+    store_bodies: bool = False  # opt-in: keep the (redacted) request/response bodies in the record
+    checkpoint_interval: float = 60.0  # seconds between chain checkpoints
+    checkpoint_key: str = field(default="", repr=False)  # HMAC-SHA256 key for checkpoints; "" = plain SHA-256
+    prune_interval: float = 3600.0  # seconds between retention runs of the writer
+
+
+def read_audit(s: Section, data_dir: str) -> AuditConfig:
+    cfg = AuditConfig(
+        enabled=s.bool("enabled", True),
+        url=s.str("url", None),
+        queue_size=s.int("queue_size", 10_000, min=1),
+        batch_size=s.int("batch_size", 500, min=1),
+        flush_interval=s.float("flush_interval", 0.2, positive=True),
+        spill_path=s.str("spill_path", f"{data_dir}/audit-spill.jsonl"),
+        retention_days=s.int("retention_days", None, min=1),
+        store_bodies=s.bool("store_bodies", False),
+        checkpoint_interval=s.float("checkpoint_interval", 60.0, positive=True),
+        checkpoint_key=s.str("checkpoint_key", ""),
+        prune_interval=s.float("prune_interval", 3600.0, positive=True),
+    )
+    if cfg.url is not None and not cfg.url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        s.problem("url", "must start with sqlite:/// or postgresql://")
+    s.finish()
+    return cfg

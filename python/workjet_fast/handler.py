@@ -1,0 +1,239 @@
+"""`POST /v1/chat/completions` as plain ASGI: the gateway's hot route.
+
+Order: auth (headers only) -> body (size cap, 413 without reading it whole) -> validate -> route and
+per-key permission -> max_tokens cap -> DLP on the request -> limits -> provider -> response (JSON, or
+SSE relayed chunk by chunk through the Rust `ChunkRelay`) -> audit. A client that disconnects mid-stream
+cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from workjet_fast._workjet_fast import ChunkRelay
+from workjet_fast.context import RequestContext
+from workjet_fast.errors import GatewayError, PayloadTooLarge
+from workjet_fast.gateway import Gateway
+from workjet_fast.pipeline.route import Route
+from workjet_fast.pipeline.validate import parse_body, validate_chat
+from workjet_fast.providers import UpstreamFailure
+from workjet_fast.web import Receive, Scope, Send, api_key_from, new_request_id
+
+__all__ = ["ChatHandler"]
+
+log = logging.getLogger("workjet.handler")
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ClientGone(Exception):
+    """The client disconnected before the request body was read."""
+
+
+class ChatHandler:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.max_body = gateway.settings.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        ctx = RequestContext(
+            request_id=new_request_id(), client=client[0] if client else None, path="/v1/chat/completions"
+        )
+        headers: list[tuple[bytes, bytes]] = [(b"x-request-id", ctx.request_id.encode())]
+        try:
+            await self._handle(scope, receive, send, ctx, headers)
+        except GatewayError as e:
+            ctx.finish(e.status, e.code)
+            await _send_error(send, e, headers)
+        except ClientGone:
+            ctx.finish(499, "client_closed")
+        except asyncio.CancelledError:
+            ctx.finish(499, "client_closed")
+            raise
+        except Exception:
+            log.exception("request %s failed", ctx.request_id)
+            err = GatewayError("The gateway failed to handle this request; it has been logged.")
+            ctx.finish(500, err.code)
+            await _send_error(send, err, headers)
+        finally:
+            if ctx.ended_at is None:
+                ctx.finish(ctx.status)
+            self.gw.audit_submit(ctx)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        req_headers = _headers(scope)
+        key = await self.gw.keys.authenticate(api_key_from(req_headers))
+        ctx.key_id, ctx.key_name = key.id, key.name
+
+        raw = await _read_body(receive, req_headers.get("content-length"), self.max_body)
+        body = parse_body(raw)
+        model, stream = validate_chat(body)
+        ctx.requested_model, ctx.stream = model, stream
+        user = body.get("user")
+        ctx.user = user if isinstance(user, str) else None
+
+        route = self.gw.router.resolve(model)
+        ctx.route_kind = "tier" if route.is_tier else "model"
+        if not key.may_use(route.public_id, route.is_tier):
+            raise _forbidden(route)
+        _apply_cap(body, route)
+
+        if stream:
+            await self._stream(route, body, receive, send, ctx, headers)
+        else:
+            result = await self.gw.router.complete(route, body, ctx)
+            _account_usage(ctx, result.get("usage"))
+            choices = result.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                ctx.finish_reason = choices[0].get("finish_reason")
+            result["model"] = ctx.served_model or route.public_id
+            payload = orjson.dumps(result)
+            ctx.finish(200)
+            headers.append(_JSON)
+            headers.append(_overhead(ctx))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+
+    async def _stream(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        upstream = await self.gw.router.stream(route, body, ctx)
+        relay = ChunkRelay(ctx.served_model or route.public_id)
+        headers.extend(_SSE_HEADERS)
+        headers.append(_overhead(ctx))
+        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
+        ctx.status = 200
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            t_up = time.perf_counter()
+            try:
+                async for piece in upstream:
+                    out = relay.feed(piece)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if relay.done:
+                        break
+                tail = relay.finish()
+            except UpstreamFailure as f:
+                # After the first byte nothing is retried: tell the client in the stream and end it cleanly.
+                tail = relay.finish() + _sse_error(f"The upstream stream failed: {f.message}", "provider_error")
+                ctx.error_code = "provider_error"
+            ctx.upstream_ms += (time.perf_counter() - t_up) * 1000
+            if relay.error is not None:
+                ctx.error_code = ctx.error_code or "provider_error"
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            usage = relay.usage
+            if usage is not None:
+                _account_usage(ctx, {"prompt_tokens": usage[0], "completion_tokens": usage[1]})
+            ctx.finish_reason = relay.finish_reason
+            ctx.finish(200, ctx.error_code)
+        finally:
+            watcher.cancel()
+            await upstream.aclose()
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if task is not None:
+                task.cancel()
+            return
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            declared = -1
+        if declared > limit:
+            raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _forbidden(route: Route) -> GatewayError:
+    from workjet_fast.errors import Forbidden
+
+    what = "tier" if route.is_tier else "model"
+    return Forbidden(f"This API key may not use the {what} {route.public_id!r}.", param="model")
+
+
+def _apply_cap(body: dict[str, Any], route: Route) -> None:
+    """The tier's or model's max_tokens cap: a client asking for more, or for nothing, gets the cap."""
+    cap = route.max_tokens
+    if cap is None:
+        return
+    for name in ("max_tokens", "max_completion_tokens"):
+        asked = body.get(name)
+        if asked is not None and asked > cap:
+            body[name] = cap
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_tokens"] = cap
+
+
+def _account_usage(ctx: RequestContext, usage: Any) -> None:
+    if isinstance(usage, dict):
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(p, int):
+            ctx.prompt_tokens, ctx.prompt_tokens_source = p, "provider"
+        if isinstance(c, int):
+            ctx.completion_tokens, ctx.completion_tokens_source = c, "provider"
+
+
+def _overhead(ctx: RequestContext) -> tuple[bytes, bytes]:
+    """The gateway's own time so far: wall time minus the time spent waiting on the upstream."""
+    ms = (time.perf_counter() - ctx.t0) * 1000 - ctx.upstream_ms
+    return (b"x-workjet-overhead-ms", f"{max(ms, 0.0):.3f}".encode())
+
+
+def _sse_error(message: str, code: str) -> bytes:
+    err = {"error": {"message": message, "type": "api_error", "code": code, "param": None}}
+    return b"data: " + orjson.dumps(err) + b"\n\ndata: [DONE]\n\n"
+
+
+async def _send_error(send: Send, e: GatewayError, headers: list[tuple[bytes, bytes]]) -> None:
+    hdrs = [h for h in headers if h[0] == b"x-request-id"]
+    hdrs.append(_JSON)
+    hdrs.extend((k.lower().encode(), v.encode()) for k, v in e.headers.items())
+    try:
+        await send({"type": "http.response.start", "status": e.status, "headers": hdrs})
+        await send({"type": "http.response.body", "body": e.body()})
+    except Exception:
+        # The response had already started (or the client is gone): nothing more can be said.
+        pass

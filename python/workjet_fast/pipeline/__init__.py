@@ -1,0 +1,1 @@
+"""The request path in order: validate -> dlp -> limits -> route (providers) -> stream back."""

@@ -1,0 +1,82 @@
+"""Running the app under uvicorn: one or several worker processes, uvloop and httptools when present."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from workjet_fast.config import ConfigError, Settings, load_settings
+
+__all__ = ["app_factory", "run"]
+
+CONFIG_ENV = "WORKJET_CONFIG"
+
+
+def app_factory() -> Callable[..., Awaitable[None]]:
+    """uvicorn's factory for worker processes: the config path travels in WORKJET_CONFIG."""
+    from workjet_fast.app import create_app
+
+    path = os.environ.get(CONFIG_ENV, "examples/workjet.yaml")
+    try:
+        settings = load_settings(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
+    _check_limits(settings)
+    return create_app(settings)
+
+
+def _check_limits(settings: Settings) -> None:
+    lim = settings.limits
+    if lim.backend == "memory" and settings.server.workers > 1 and not lim.accept_per_process_limits:
+        print(
+            f"error: limits.backend is 'memory' with {settings.server.workers} workers: each worker would enforce"
+            " its own copy of every limit. Use limits.backend: redis, or set limits.accept_per_process_limits: true.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("WORKJET_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def run(settings: Settings, config_path: str) -> None:
+    import uvicorn
+
+    _check_limits(settings)
+    _configure_logging()
+    os.environ[CONFIG_ENV] = config_path
+    kwargs: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "workers": settings.server.workers,
+        "factory": True,
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+    }
+    try:
+        import uvloop  # noqa: F401
+
+        kwargs["loop"] = "uvloop"
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        kwargs["http"] = "httptools"
+    except ImportError:  # pragma: no cover
+        pass
+    print(
+        f"workjet: serving on http://{settings.server.host}:{settings.server.port} "
+        f"({settings.server.workers} worker{'s' if settings.server.workers > 1 else ''}, config {config_path})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run("workjet_fast.server:app_factory", **kwargs)
