@@ -1,0 +1,98 @@
+"""The audit record: which fields it has, how a request's dict is normalised, and its canonical bytes.
+
+The canonical form (sorted keys, compact, UTF-8, via orjson) is what is stored and what the hash chain
+covers, so verification never re-serialises: it hashes the stored text.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+__all__ = ["BODY_FIELDS", "FIELDS", "access_log_line", "canonical", "normalise"]
+
+FIELDS: tuple[str, ...] = (
+    "request_id",
+    "client",
+    "started_at",
+    "path",
+    "key_id",
+    "key_name",
+    "user",
+    "requested_model",
+    "route_kind",
+    "served_by",
+    "attempts",
+    "status",
+    "error_code",
+    "stream",
+    "upstream_ttfb_ms",
+    "upstream_ms",
+    "prompt_tokens",
+    "prompt_tokens_source",
+    "completion_tokens",
+    "completion_tokens_source",
+    "finish_reason",
+    "dlp_findings",
+    "dlp_state",
+    "ended_at",
+    "latency_ms",
+)
+BODY_FIELDS: tuple[str, ...] = ("request_body", "response_body")
+_ATTEMPT_FIELDS = ("deployment", "outcome", "status", "latency_ms", "error")
+_FINDING_FIELDS = ("rule_id", "entity", "count", "direction", "action")  # never the matched value
+_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _pick(item: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        item = {k: getattr(item, k, None) for k in fields}
+    return {k: item.get(k) for k in fields}
+
+
+def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, Any]:
+    """The record as stored: known fields only (unknown keys are dropped, so nothing leaks by accident),
+    attempts and DLP findings reduced to their documented keys, bodies only when `store_bodies`."""
+    rec = {k: raw.get(k) for k in FIELDS}
+    if not rec["request_id"]:
+        rec["request_id"] = uuid.uuid4().hex
+    else:
+        rec["request_id"] = str(rec["request_id"])
+    rec["attempts"] = [_pick(a, _ATTEMPT_FIELDS) for a in (raw.get("attempts") or ())]
+    rec["dlp_findings"] = [_pick(f, _FINDING_FIELDS) for f in (raw.get("dlp_findings") or ())]
+    if rec["started_at"] is None:
+        rec["started_at"] = rec["ended_at"] or 0.0
+    if store_bodies:
+        for k in BODY_FIELDS:
+            if raw.get(k) is not None:
+                rec[k] = raw[k]
+    return rec
+
+
+def canonical(rec: dict[str, Any]) -> bytes:
+    """Deterministic JSON bytes: sorted keys, no whitespace; values orjson cannot encode become strings."""
+    return orjson.dumps(rec, default=str, option=_OPTS)
+
+
+def access_log_line(raw: dict[str, Any]) -> bytes:
+    """One structured JSON access-log line (newline-terminated) from a request's record: no bodies, no key."""
+    line = {
+        "request_id": raw.get("request_id"),
+        "ts": raw.get("ended_at") or raw.get("started_at"),
+        "client": raw.get("client"),
+        "path": raw.get("path"),
+        "key_id": raw.get("key_id"),
+        "model": raw.get("requested_model"),
+        "served_by": raw.get("served_by"),
+        "status": raw.get("status"),
+        "error_code": raw.get("error_code"),
+        "stream": raw.get("stream"),
+        "latency_ms": raw.get("latency_ms"),
+        "upstream_ms": raw.get("upstream_ms"),
+        "prompt_tokens": raw.get("prompt_tokens"),
+        "completion_tokens": raw.get("completion_tokens"),
+        "dlp_state": raw.get("dlp_state"),
+    }
+    return orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE)

@@ -1,0 +1,270 @@
+"""The background writer: a bounded in-memory queue drained by one thread into batched inserts.
+
+Request path: `submit()` appends to a deque (no lock, no I/O). When the deque holds `queue_size`
+records, `submit()` chains the record and appends it to the spill file instead (a buffered write, never
+the database): records are never dropped silently.
+
+Writer thread, every `flush_interval` (sooner when a batch is full): take up to `batch_size` records,
+normalise and chain them, insert them in one transaction. If the database fails, the batch goes to the
+spill file (fsynced) and new batches follow it there until a retry succeeds (backoff 0.5 s doubling to
+30 s); then the spill file is replayed (idempotent inserts) and truncated. It also fsyncs rows spilled
+by `submit`, writes checkpoints every `checkpoint_interval`, prunes by `retention_days`, and replays
+spill files left by processes that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from workjet_fast.audit.chain import Chain, Row, make_checkpoint
+from workjet_fast.audit.record import normalise
+from workjet_fast.audit.spill import SpillFile, lock_orphan, orphans, read_rows
+from workjet_fast.audit.store import AuditStore
+from workjet_fast.config.audit import AuditConfig
+from workjet_fast.storage.db import StorageError
+
+__all__ = ["AuditWriter"]
+
+log = logging.getLogger("workjet.audit")
+_BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
+
+
+class AuditWriter:
+    def __init__(self, cfg: AuditConfig, store: AuditStore, chain: Chain, spill: SpillFile) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.chain = chain
+        self.spill = spill
+        self._dq: deque[dict[str, Any]] = deque()
+        self._cap = cfg.queue_size
+        self._batch = cfg.batch_size
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._db_ok = False
+        self._migrated = False
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_MIN
+        self._last_cp = time.monotonic()
+        self._cp_seq = 0
+        self._last_prune = 0.0
+        self._orphans_done = False
+        # counters; each written by one thread only (the writer, or submit under the chain lock)
+        self.drained = 0
+        self.overflowed = 0
+        self.written = 0
+        self.spilled = 0  # by the writer thread; `spilled_total` adds the overflow
+        self.replayed = 0
+        self.batches = 0
+        self.dropped = 0
+        self.errors = 0
+
+    # ---- request path -------------------------------------------------------------------------------
+    def submit(self, record: dict[str, Any]) -> None:
+        try:
+            dq = self._dq
+            if len(dq) < self._cap and not self._closing:
+                dq.append(record)
+                if len(dq) >= self._batch and not self._wake.is_set():
+                    self._wake.set()
+            else:
+                self._overflow(record)
+        except Exception:  # never raise into the request path
+            self.errors += 1
+            log.exception("audit submit failed")
+
+    def _overflow(self, record: dict[str, Any]) -> None:
+        rec = self._normalise(record)
+        with self.chain.lock:
+            rows = self.chain.link([rec])
+            try:
+                self.spill.append(rows, fsync=self._thread is None or not self._thread.is_alive())
+                self.overflowed += 1
+            except OSError as e:
+                self.dropped += 1
+                log.error("audit: record %s lost: queue full and spill file failed: %s", rows[0].request_id, e)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._connect()
+        self._thread = threading.Thread(target=self._run, name="workjet-audit-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush everything and stop; True when every record reached the database or the spill file."""
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                # The writer is stuck on the database: put what is still queued in the spill file.
+                while self._dq:
+                    try:
+                        self._overflow(self._dq.popleft())
+                    except IndexError:
+                        break
+                self.spill.sync()
+                return False
+        else:
+            self._flush_all()
+        self.spill.close()
+        self.store.close()
+        return True
+
+    @property
+    def spilled_total(self) -> int:
+        return self.spilled + self.overflowed
+
+    def queue_depth(self) -> int:
+        return len(self._dq)
+
+    # ---- writer thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._orphans_done = self._replay_orphans()
+        while True:
+            self._wake.wait(self.cfg.flush_interval)
+            self._wake.clear()
+            closing = self._closing
+            try:
+                self._flush_all()
+                self._maintain()
+            except Exception:
+                self.errors += 1
+                log.exception("audit writer error")
+                time.sleep(min(self.cfg.flush_interval, 1.0))
+            if closing and not self._dq:
+                try:
+                    self._maintain(final=True)
+                except Exception:
+                    log.exception("audit writer error at close")
+                return
+
+    def _normalise(self, record: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return normalise(record, store_bodies=self.cfg.store_bodies)
+        except Exception:
+            log.exception("audit: malformed record kept in minimal form")
+            rid = record.get("request_id") if isinstance(record, dict) else None
+            return normalise({"request_id": rid, "error_code": "audit_record_malformed"})
+
+    def _flush_all(self) -> None:
+        dq = self._dq
+        while dq:
+            take = min(len(dq), self._batch)
+            recs = [self._normalise(dq.popleft()) for _ in range(take)]
+            self.drained += take
+            with self.chain.lock:
+                rows = self.chain.link(recs)
+            self._write(rows)
+
+    def _connect(self) -> bool:
+        try:
+            if not self._migrated:
+                self.store.migrate()
+                self._migrated = True
+            else:
+                self.store.db.ping()
+        except StorageError as e:
+            self._down(e)
+            return False
+        self._db_ok = True
+        self._backoff = _BACKOFF_MIN
+        return True
+
+    def _down(self, e: Exception) -> None:
+        if self._db_ok or self._retry_at == 0.0:
+            log.error("audit: database unavailable, spilling to %s: %s", self.spill.path, e)
+        self._db_ok = False
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+
+    def _db_usable(self) -> bool:
+        return self._db_ok or (time.monotonic() >= self._retry_at and self._connect())
+
+    def _write(self, rows: list[Row]) -> None:
+        if self._db_usable():
+            try:
+                self.store.insert(rows)
+                self.written += len(rows)
+                self.batches += 1
+                return
+            except StorageError as e:
+                self._down(e)
+        try:
+            self.spill.append(rows, fsync=True)
+            self.spilled += len(rows)
+        except OSError as e:
+            self.dropped += len(rows)
+            log.error("audit: %d records lost: database down and spill file failed: %s", len(rows), e)
+
+    def _maintain(self, final: bool = False) -> None:
+        self.spill.sync()
+        if self.spill.pending and self._db_usable():
+            self._replay_own()
+        if not self._db_ok:
+            return
+        if not self._orphans_done:
+            self._orphans_done = self._replay_orphans()
+        now = time.monotonic()
+        if final or now - self._last_cp >= self.cfg.checkpoint_interval:
+            self._checkpoint()
+            self._last_cp = now
+        if self.cfg.retention_days and now - self._last_prune >= self.cfg.prune_interval:
+            self._last_prune = now
+            cutoff = time.time() - self.cfg.retention_days * 86400.0
+            n = self.store.prune(cutoff, self.cfg.checkpoint_key)
+            if n:
+                log.info("audit: pruned %d records older than %d days", n, self.cfg.retention_days)
+
+    def _replay_own(self) -> None:
+        try:
+            while self.spill.pending:
+                rows, offset = self.spill.read_pending()
+                for i in range(0, len(rows), self._batch):
+                    self.store.insert(rows[i : i + self._batch])
+                self.replayed += len(rows)
+                self.spill.replayed(offset)
+                if not rows:
+                    break
+        except StorageError as e:
+            self._down(e)
+
+    def _checkpoint(self) -> None:
+        with self.chain.lock:
+            if self.spill.pending or self.chain.seq <= self._cp_seq:
+                return  # rows below the head are still in the spill file, or nothing new
+            seq, head = self.chain.seq, self.chain.head
+        cp = make_checkpoint(self.cfg.checkpoint_key, self.chain.chain_id, seq, "periodic", head, time.time())
+        try:
+            self.store.add_checkpoint(cp)
+            self._cp_seq = seq
+        except StorageError as e:
+            self._down(e)
+
+    def _replay_orphans(self) -> bool:
+        """Replay spill files whose owner died; False when some must wait for the database."""
+        done = True
+        for path in orphans(self.cfg.spill_path, self.spill.path):
+            fh = lock_orphan(path)
+            if fh is None:
+                continue
+            try:
+                rows, _ = read_rows(fh.read())
+                if rows and not self._db_usable():
+                    done = False
+                    continue  # keep it for a later attempt
+                for i in range(0, len(rows), self._batch):
+                    self.store.insert(rows[i : i + self._batch])
+                self.replayed += len(rows)
+                path.unlink(missing_ok=True)
+                log.info("audit: replayed %d records from %s", len(rows), path)
+            except StorageError as e:
+                done = False
+                self._down(e)
+            finally:
+                fh.close()
+        return done
