@@ -268,19 +268,23 @@ class RedisLimiter(Limiter):
             self._log.error("settle", e)  # the lease expires on its own within lease_seconds
 
     async def _renew_forever(self) -> None:
-        interval = self.cfg.lease_seconds / 3
         while True:
-            await asyncio.sleep(interval)
-            by_key: dict[str, list[str]] = {}
-            for lease, key in self._live.items():
-                by_key.setdefault(key, []).append(lease)
-            for key, leases in by_key.items():
-                try:
-                    await self._renew_script(keys=(key,), args=(self._ttl_us, self._now(), *leases))
-                except _BACKEND_ERRORS as e:
-                    self._counts["backend_errors"] += 1
-                    self._log.error("lease renewal", e)
-                    break
+            await asyncio.sleep(self.cfg.lease_seconds / 3)
+            await self.renew_leases()
+
+    async def renew_leases(self) -> None:
+        """Push back the expiry of this process's in-flight leases (a background task calls this every third of
+        ``lease_seconds``); one round trip per concurrency key in flight."""
+        by_key: dict[str, list[str]] = {}
+        for lease, key in self._live.items():
+            by_key.setdefault(key, []).append(lease)
+        for key, leases in by_key.items():
+            try:
+                await self._renew_script(keys=(key,), args=(self._ttl_us, self._now(), *leases))
+            except _BACKEND_ERRORS as e:
+                self._counts["backend_errors"] += 1
+                self._log.error("lease renewal", e)
+                return
 
     async def aclose(self) -> None:
         if self._renewer is not None:
