@@ -14,7 +14,7 @@ import orjson
 from workjet_fast.audit.chain import Checkpoint, Row, make_checkpoint
 from workjet_fast.storage.db import Database
 
-__all__ = ["AuditStore", "Filters", "InvalidCursor", "parse_status"]
+__all__ = ["AuditStore", "Filters", "InvalidCursor", "parse_status", "parse_time"]
 
 _ROW_COLS = "chain_id, seq, request_id, ts, key_id, key_name, model, served_by, status, record, prev_hash, hash"
 _CP_COLS = "chain_id, seq, kind, head_hash, count, created_at, mac"
@@ -219,3 +219,24 @@ def _to_record(row: Row) -> dict[str, Any]:
     rec["chain_id"] = row.chain_id
     rec["seq"] = row.seq
     return rec
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Epoch seconds from `1700000000`, an ISO 8601 time (naive means UTC), or an age like `15m`, `2h`, `7d`."""
+    import datetime as dt
+
+    t = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if len(t) >= 2 and t[-1] in units and t[:-1].replace(".", "", 1).isdigit():
+        return (time.time() if now is None else now) - float(t[:-1]) * units[t[-1]]
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        d = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (use epoch seconds, ISO 8601, or an age like 15m, 2h, 7d)") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.timezone.utc)
+    return d.timestamp()
