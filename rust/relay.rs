@@ -21,7 +21,7 @@
 //! peeked at (borrowed, no tree built) to record usage, the finish reason and the content length.
 //!
 //! [`ChunkRelay::finish`] ends the stream: a last unterminated frame is processed (lenient EOF, see
-//! [`crate::sse`]) and the filters are finished, but `[DONE]` is *not* invented when the upstream did not send
+//! [`crate::sse`]) when it is `[DONE]` or complete JSON (a frame cut in half is dropped), and the filters are finished, but `[DONE]` is *not* invented when the upstream did not send
 //! it: [`ChunkRelay::done`] stays false, so the caller can tell a truncated upstream from a complete one.
 
 use std::borrow::Cow;
@@ -101,6 +101,8 @@ struct State {
     findings: Vec<FindingNote>,
     error: Option<String>,
     content_chars: u64,
+    /// The upstream has ended: a frame that is not complete JSON is a truncated one and is dropped.
+    at_eof: bool,
 }
 
 /// See the module docs.
@@ -125,6 +127,7 @@ impl ChunkRelay {
                 findings: Vec::new(),
                 error: None,
                 content_chars: 0,
+                at_eof: false,
             },
         }
     }
@@ -159,6 +162,7 @@ impl ChunkRelay {
         if self.state.done {
             return;
         }
+        self.state.at_eof = true;
         let state = &mut self.state;
         self.parser.finish_with(&mut |event| state.on_data(event.data, out));
         if !self.state.done {
@@ -266,12 +270,17 @@ impl State {
         }
         match serde_json::from_slice::<Value>(data) {
             Ok(Value::Object(chunk)) => self.rewrite(chunk, data, out),
+            Err(_) if self.at_eof => {}
             _ => write_raw_frame(out, data),
         }
     }
 
     fn copy_through(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        if let Ok(peek) = serde_json::from_slice::<Peek<'_>>(data) {
+        let peeked = serde_json::from_slice::<Peek<'_>>(data);
+        if peeked.is_err() && self.at_eof && serde_json::from_slice::<IgnoredAny>(data).is_err() {
+            return;
+        }
+        if let Ok(peek) = peeked {
             if peek.error.is_some() {
                 self.record_error(data);
             }
@@ -827,6 +836,21 @@ mod tests {
             first["choices"][0],
             serde_json::json!({"index": 0, "delta": {"content": "ac"}, "finish_reason": null})
         );
+    }
+
+    #[test]
+    fn a_frame_cut_in_half_at_eof_is_dropped() {
+        let whole = format!("data: {}\n\n", chunk(Some("x"), None));
+        let input = format!("{whole}data: {}", &chunk(Some("y"), None)[..20]);
+        for model in [None, Some("m".to_owned())] {
+            let mut relay = ChunkRelay::new(model.clone(), None, SseLimits::default());
+            let (out, _) = run(&mut relay, input.as_bytes(), &[4096]);
+            assert_eq!(events(&out).len(), 1);
+            // A complete last frame without its blank line is still relayed.
+            let mut relay = ChunkRelay::new(model, None, SseLimits::default());
+            let (out, _) = run(&mut relay, whole.trim_end().as_bytes(), &[4096]);
+            assert_eq!(contents(&out).0, "x");
+        }
     }
 
     #[test]
