@@ -120,6 +120,9 @@ def test_tier_keeps_its_model_order(upstream: FakeOpenAI) -> None:
     route = router.resolve("gold")
     assert route.is_tier
     assert [c.label for c in router.order(route)] == ["up/b1", "up/b2", "dead/a1"]
+    ctx = RequestContext("r")
+    _complete(router, "gold", ctx)
+    assert (ctx.served_by, ctx.served_model) == ("up/b1", "b")
 
 
 @pytest.mark.parametrize(("asked", "sent"), [(None, 40), (1000, 40), (10, 10)])

@@ -208,6 +208,7 @@ class Router:
                 ctx.upstream_ttfb_ms = round(ms, 3)
                 ctx.attempts.append(Attempt(cand.label, "ok", 200, round(ms, 3)))
                 ctx.served_by = cand.label
+                ctx.served_model = cand.public_id
                 if label_box is not None:
                     label_box.append(cand.label)
                 return result
