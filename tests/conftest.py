@@ -34,9 +34,8 @@ def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
     """A complete configuration: models `gpt-4o-mini` (normal), `broken` (500), `down` (nothing listens),
     `stall`, `breaker` (drops mid-stream), `slow`, and tiers `standard` (capped) and `premium`."""
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    return (
-        textwrap.dedent(
-            f"""
+    return textwrap.dedent(
+        f"""
             server:
               data_dir: {data_dir}
               admin_token: test-admin-token
@@ -65,6 +64,8 @@ def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
               stall: {{provider: fake, model: stall}}
               breaker: {{provider: fake, model: break}}
               slow: {{provider: fake, model: slow}}
+              split1: {{provider: fake, model: "split:1"}}
+              split7: {{provider: fake, model: "split:7"}}
               capped:
                 provider: fake
                 model: upstream-capped
@@ -76,9 +77,7 @@ def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
               premium:
                 models: [down, gpt-4o-mini]
             """
-        )
-        + textwrap.dedent(extra)
-    )
+    ) + textwrap.dedent(extra)
 
 
 @dataclass
@@ -123,13 +122,14 @@ def start_gateway(config_text: str, tmp: Path, port: int | None = None, env: dic
     config.write_text(config_text)
     port = port or free_port()
     log = tmp / "gateway.log"
-    proc = subprocess.Popen(
-        [WORKJET, "serve", "--config", str(config), "--port", str(port)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [WORKJET, "serve", "--config", str(config), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
     gw = GatewayProc(f"http://127.0.0.1:{port}", config, tmp, proc, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

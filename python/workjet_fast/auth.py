@@ -5,8 +5,8 @@ A key is ``wj_live_`` + 40 base62 characters from the OS CSPRNG (238 bits). Only
 what it may use. Requests are authenticated from an in-process cache of the active keys: no storage
 round trip per request. Every process reloads the whole table every `auth.refresh_seconds` (default 2 s,
 at most 5 s), which bounds how long a revoked key keeps working in any process. An unknown key triggers
-an early reload, at most twice a second, so a freshly created key works at once without letting a
-flood of random keys reach the database.
+one indexed look-up of that hash, at most 20 a second per process, so a freshly created key works at
+once without letting a flood of random keys reach the database.
 """
 
 from __future__ import annotations
@@ -155,6 +155,10 @@ class KeyStore:
         )
         return n > 0
 
+    def active_by_key_hash(self, key_hash: str) -> KeyRecord | None:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+        return _record(rows[0]) if rows else None
+
     def active_by_hash(self) -> dict[str, KeyRecord]:
         rows = self.db.query(f"SELECT key_hash, {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL")
         return {r[0]: _record(r[1:]) for r in rows}
@@ -168,6 +172,7 @@ class KeyCache:
         self.refresh_seconds = refresh_seconds
         self._by_hash: dict[str, KeyRecord] = {}
         self._loaded_at = 0.0
+        self._last_miss_lookup = 0.0
         self._task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.healthy = False
@@ -213,9 +218,14 @@ class KeyCache:
             raise Unauthorized("Malformed API key: keys look like wj_live_ followed by 40 letters and digits.")
         h = hash_key(key)
         rec = self._by_hash.get(h)
-        if rec is None and time.monotonic() - self._loaded_at > 0.5:
-            await self.reload()
-            rec = self._by_hash.get(h)
+        if rec is None and time.monotonic() - self._last_miss_lookup >= 0.05:
+            self._last_miss_lookup = time.monotonic()
+            try:
+                rec = await asyncio.to_thread(self.store.active_by_key_hash, h)
+            except Exception as e:
+                log.warning("key look-up failed: %s", e)
+            if rec is not None:
+                self._by_hash[h] = rec
         if rec is None:
             raise Unauthorized("Invalid API key: unknown or revoked.")
         return rec

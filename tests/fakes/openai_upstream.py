@@ -64,11 +64,12 @@ class FakeOpenAI:
             self._loop = loop
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
-            self._runner = web.AppRunner(app, access_log=None)
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
             loop.run_until_complete(self._runner.setup())
             loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
             ready.set()
             loop.run_forever()
+            loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
