@@ -92,19 +92,18 @@ def go_duration(seconds: float) -> str:
 def ratelimit_headers(spec: LimitSpec, rpm_level: float, tpm_level: float) -> dict[str, str]:
     """OpenAI's headers from the bucket levels (seconds of the window in use, 0 = full budget left)."""
     headers: dict[str, str] = {}
-    if spec.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(spec.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(_remaining(spec.rpm, rpm_level))
+    rpm, tpm = spec.rpm, spec.tpm
+    if rpm is not None:
+        left = int((WINDOW - rpm_level) * rpm / WINDOW + 1e-9)  # inlined: this runs for every request
+        headers["x-ratelimit-limit-requests"] = str(rpm)
+        headers["x-ratelimit-remaining-requests"] = str(left) if left > 0 else "0"
         headers["x-ratelimit-reset-requests"] = go_duration(rpm_level)
-    if spec.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(spec.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(_remaining(spec.tpm, tpm_level))
+    if tpm is not None:
+        left = int((WINDOW - tpm_level) * tpm / WINDOW + 1e-9)
+        headers["x-ratelimit-limit-tokens"] = str(tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(left) if left > 0 else "0"
         headers["x-ratelimit-reset-tokens"] = go_duration(tpm_level)
     return headers
-
-
-def _remaining(limit: int, level: float) -> int:
-    return max(0, int((WINDOW - level) * limit / WINDOW + 1e-9))
 
 
 def reservation(spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int | None, estimate: int) -> int:
