@@ -12,58 +12,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tests.fakes.anthropic_upstream import API_KEY, FakeAnthropic, error_body, sse
+from workjet_fast._workjet_fast import SseParser
 from workjet_fast.config import ProviderConfig
 from workjet_fast.errors import BadRequest
-from workjet_fast.providers import UpstreamFailure, anthropic_stream, make_provider
+from workjet_fast.providers import UpstreamFailure, make_provider
 from workjet_fast.providers.anthropic import OPENING_USER_TEXT, from_anthropic, to_anthropic
 from workjet_fast.providers.anthropic_stream import AnthropicTranslator
-
-
-class _PySse:
-    """Stand-in for the Rust `SseParser` while it lands: enough of WHATWG framing for LF-delimited streams."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    @staticmethod
-    def _block(block: bytes) -> tuple[str | None, str] | None:
-        event, data = None, []
-        for line in block.decode().split("\n"):
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-        return (event, "\n".join(data)) if data else None
-
-    def feed(self, data: bytes) -> list[tuple[str | None, str]]:
-        self._buf += data
-        out = []
-        while b"\n\n" in self._buf:
-            block, self._buf = self._buf.split(b"\n\n", 1)
-            ev = self._block(block)
-            if ev is not None:
-                out.append(ev)
-        return out
-
-    def finish(self) -> list[tuple[str | None, str]]:
-        ev = self._block(self._buf) if self._buf.strip() else None
-        self._buf = b""
-        return [ev] if ev is not None else []
-
-
-def _parser() -> Any:
-    try:
-        from workjet_fast._workjet_fast import SseParser  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return _PySse()
-    return SseParser()
-
-
-@pytest.fixture(autouse=True)
-def sse_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anthropic_stream, "parser_factory", _parser)
 
 
 @pytest.fixture
@@ -345,7 +299,7 @@ def _anthropic_stream(with_tool: bool = True) -> bytes:
 
 def _translate(raw: bytes, cuts: list[int], include_usage: bool = True) -> bytes:
     tr = AnthropicTranslator("claude-x", include_usage, created=1700000000)
-    parser = _parser()
+    parser = SseParser()
     out = b""
     prev = 0
     for cut in [*sorted(cuts), len(raw)]:

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from workjet_fast.providers.base import UpstreamStream
+from workjet_fast._workjet_fast import SseParser
+from workjet_fast.providers.base import UpstreamFailure, UpstreamStream
 from workjet_fast.providers.http import StreamBody
 
-__all__ = ["FINISH_REASONS", "AnthropicStream", "AnthropicTranslator", "SseParserLike", "chat_id", "openai_usage"]
+__all__ = ["FINISH_REASONS", "AnthropicStream", "AnthropicTranslator", "chat_id", "openai_usage"]
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -39,24 +40,6 @@ FINISH_REASONS = {
     "refusal": "content_filter",
 }
 DONE = b"data: [DONE]\n\n"
-
-
-class SseParserLike(Protocol):
-    """`workjet_fast._workjet_fast.SseParser`: `feed(bytes)` and `finish()` return (event, data) pairs."""
-
-    def feed(self, data: bytes) -> list[tuple[str | None, str]]: ...
-
-    def finish(self) -> list[tuple[str | None, str]]: ...
-
-
-def _native_parser() -> SseParserLike:
-    from workjet_fast import _workjet_fast
-
-    parser: SseParserLike = _workjet_fast.SseParser()  # type: ignore[attr-defined,unused-ignore]
-    return parser
-
-
-parser_factory: Callable[[], SseParserLike] = _native_parser
 
 
 def chat_id(message_id: str) -> str:
@@ -198,16 +181,16 @@ class AnthropicStream(UpstreamStream):
         return self._pieces()
 
     async def _pieces(self) -> AsyncIterator[bytes]:
-        parser = parser_factory()
+        parser = SseParser()
         tr = self._translator
         try:
             async for piece in self._body.chunks():
-                out = b"".join([tr.event(name, data) for name, data in parser.feed(piece)])
+                out = b"".join([tr.event(name, data) for name, data in _parse(parser.feed, piece)])
                 if out:
                     yield out
                 if tr.failed:
                     return  # after message_stop keep reading to EOF, so the connection can be reused
-            out = b"".join([tr.event(name, data) for name, data in parser.finish()]) + tr.finish()
+            out = b"".join([tr.event(name, data) for name, data in _parse(parser.finish)]) + tr.finish()
             if out:
                 yield out
         finally:
@@ -215,3 +198,10 @@ class AnthropicStream(UpstreamStream):
 
     async def aclose(self) -> None:
         self._body.close()
+
+
+def _parse(step: Callable[..., list[tuple[str | None, str]]], *args: bytes) -> list[tuple[str | None, str]]:
+    try:
+        return step(*args)
+    except Exception as e:  # the parser's SseError: a line or event over its size cap
+        raise UpstreamFailure(f"the provider's event stream is malformed: {e}", status=502) from None
