@@ -268,7 +268,14 @@ def test_stop_reason_mapping(stop: str, finish: str) -> None:
 
 
 def _anthropic_stream(with_tool: bool = True) -> bytes:
-    start = {"id": "msg_S1", "type": "message", "role": "assistant", "content": [], "model": "c", "stop_reason": None}
+    start: dict[str, Any] = {
+        "id": "msg_S1",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": "c",
+        "stop_reason": None,
+    }
     start["usage"] = {"input_tokens": 25, "output_tokens": 1}
     out = sse("message_start", {"type": "message_start", "message": start})
     out += sse(

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from tests.conftest import GatewayFactory, GatewayProc
 from tests.fakes.anthropic_upstream import API_KEY, FakeAnthropic
@@ -18,8 +23,8 @@ pytestmark = pytest.mark.slow
 needs_sse_parser = pytest.mark.skipif(
     not hasattr(_workjet_fast, "SseParser"), reason="the Rust SseParser is not built into this extension yet"
 )
-MSG = [{"role": "user", "content": "hello claude"}]
-TOOLS = [
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello claude"}]
+TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -85,7 +90,7 @@ def _client(gw: GatewayProc) -> openai.OpenAI:
 def test_sdk_non_streaming(gw: GatewayProc, claude: FakeAnthropic) -> None:
     resp = _client(gw).chat.completions.create(
         model="claude-sonnet",
-        messages=[{"role": "system", "content": "Be brief."}, *MSG],  # type: ignore[list-item]
+        messages=[{"role": "system", "content": "Be brief."}, *MSG],
         temperature=1.5,
     )
     assert resp.model == "claude-sonnet"
@@ -99,30 +104,32 @@ def test_sdk_non_streaming(gw: GatewayProc, claude: FakeAnthropic) -> None:
 
 def test_sdk_tool_round_trip(gw: GatewayProc) -> None:
     c = _client(gw)
-    first = c.chat.completions.create(model="claude-sonnet", messages=MSG, tools=TOOLS)  # type: ignore[arg-type]
+    first = c.chat.completions.create(model="claude-sonnet", messages=MSG, tools=TOOLS)
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
-    call = choice.message.tool_calls[0]  # type: ignore[index]
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "celsius"}  # type: ignore[union-attr]
-    follow = [
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "celsius"}
+    follow: list[ChatCompletionMessageParam] = [
         *MSG,
-        choice.message.model_dump(exclude_none=True),
+        choice.message.model_dump(exclude_none=True),  # type: ignore[list-item]
         {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
     ]
-    second = c.chat.completions.create(model="claude-sonnet", messages=follow, tools=TOOLS)  # type: ignore[arg-type]
+    second = c.chat.completions.create(model="claude-sonnet", messages=follow, tools=TOOLS)
     assert second.choices[0].message.content == "Tool said: 18C and sunny"
 
 
 def test_fallback_from_a_refused_connection_to_anthropic(gw: GatewayProc) -> None:
-    resp = _client(gw).chat.completions.create(model="with-fallback", messages=MSG)  # type: ignore[arg-type]
+    resp = _client(gw).chat.completions.create(model="with-fallback", messages=MSG)
     assert resp.choices[0].message.content == "You said: hello claude"
     assert resp.model == "with-fallback"
 
 
 def test_overloaded_provider_is_502_with_its_message(gw: GatewayProc) -> None:
     with pytest.raises(openai.APIStatusError) as info:
-        _client(gw).chat.completions.create(model="claude-overloaded", messages=MSG)  # type: ignore[arg-type]
+        _client(gw).chat.completions.create(model="claude-overloaded", messages=MSG)
     assert info.value.status_code == 502
     assert "fake anthropic says 529" in info.value.message
     assert API_KEY not in info.value.message
@@ -132,7 +139,7 @@ def test_overloaded_provider_is_502_with_its_message(gw: GatewayProc) -> None:
 def test_sdk_streaming_with_usage(gw: GatewayProc) -> None:
     stream = _client(gw).chat.completions.create(
         model="claude-split",
-        messages=MSG,  # type: ignore[arg-type]
+        messages=MSG,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -150,8 +157,8 @@ def test_sdk_streaming_with_usage(gw: GatewayProc) -> None:
 def test_sdk_streaming_tool_call(gw: GatewayProc) -> None:
     stream = _client(gw).chat.completions.create(
         model="claude-sonnet",
-        messages=MSG,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=MSG,
+        tools=TOOLS,
         stream=True,
     )
     calls = [tc for c in stream if c.choices for tc in c.choices[0].delta.tool_calls or []]
@@ -162,7 +169,7 @@ def test_sdk_streaming_tool_call(gw: GatewayProc) -> None:
 
 @needs_sse_parser
 def test_sdk_sees_a_mid_stream_error(gw: GatewayProc) -> None:
-    stream = _client(gw).chat.completions.create(model="claude-midstream", messages=MSG, stream=True)  # type: ignore[arg-type]
+    stream = _client(gw).chat.completions.create(model="claude-midstream", messages=MSG, stream=True)
     with pytest.raises(openai.APIError, match="Overloaded"):
         for _ in stream:
             pass

@@ -70,7 +70,9 @@ def _router(settings: Settings) -> Router:
 
 def _bench(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, fn: Callable[[], Awaitable[Any]]) -> None:
     loop.run_until_complete(fn())  # warm the connection pool
-    result = benchmark.pedantic(lambda: loop.run_until_complete(fn()), rounds=200, warmup_rounds=5)
+    result = benchmark.pedantic(  # type: ignore[no-untyped-call]
+        lambda: loop.run_until_complete(fn()), rounds=200, warmup_rounds=5
+    )
     assert result is not None
 
 

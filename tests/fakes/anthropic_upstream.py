@@ -198,7 +198,7 @@ class FakeAnthropic:
         stop: str,
         usage: dict[str, int],
     ) -> web.StreamResponse:
-        start = {
+        start: dict[str, Any] = {
             "id": mid,
             "type": "message",
             "role": "assistant",
