@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from workjet_fast._workjet_fast import SseParser
+from workjet_fast._workjet_fast import SseError, SseParser
 from workjet_fast.providers.base import UpstreamFailure, UpstreamStream
 from workjet_fast.providers.http import StreamBody
 
@@ -203,5 +203,5 @@ class AnthropicStream(UpstreamStream):
 def _parse(step: Callable[..., list[tuple[str | None, str]]], *args: bytes) -> list[tuple[str | None, str]]:
     try:
         return step(*args)
-    except Exception as e:  # the parser's SseError: a line or event over its size cap
+    except SseError as e:  # a line or an event over the parser's size cap
         raise UpstreamFailure(f"the provider's event stream is malformed: {e}", status=502) from None
