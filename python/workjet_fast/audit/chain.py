@@ -105,12 +105,12 @@ class Chain:
     def link(self, records: Iterable[dict[str, Any]]) -> list[Row]:
         """Chain normalised records; the caller holds `lock` when the rows must reach storage in order."""
         out: list[Row] = []
+        seq, head = self.seq, self.head
         for rec in records:
-            text = canonical(rec).decode()
-            self.seq += 1
-            row = _row(self.chain_id, self.seq, self.head, rec, text)
-            self.head = row.hash
+            row = _row(self.chain_id, seq + 1, head, rec, canonical(rec).decode())
+            seq, head = row.seq, row.hash
             out.append(row)
+        self.seq, self.head = seq, head  # only once every row is built: an error leaves no gap
         return out
 
 

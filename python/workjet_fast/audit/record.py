@@ -52,14 +52,32 @@ def _pick(item: Any, fields: tuple[str, ...]) -> dict[str, Any]:
     return {k: item.get(k) for k in fields}
 
 
+_NUMBERS = ("started_at", "ended_at", "latency_ms", "upstream_ms", "upstream_ttfb_ms")
+_INTS = ("status", "prompt_tokens", "completion_tokens")
+_TEXTS = ("key_id", "key_name", "requested_model", "served_by")  # indexed columns
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, Any]:
     """The record as stored: known fields only (unknown keys are dropped, so nothing leaks by accident),
-    attempts and DLP findings reduced to their documented keys, bodies only when `store_bodies`."""
+    attempts and DLP findings reduced to their documented keys, bodies only when `store_bodies`.
+    Values of the wrong type become None (numbers, indexed strings) so a bad record is still written."""
     rec = {k: raw.get(k) for k in FIELDS}
-    if not rec["request_id"]:
-        rec["request_id"] = uuid.uuid4().hex
-    else:
-        rec["request_id"] = str(rec["request_id"])
+    rec["request_id"] = str(rec["request_id"]) if rec["request_id"] else uuid.uuid4().hex
+    for k in _NUMBERS:
+        rec[k] = _number(rec[k])
+    for k in _INTS:
+        rec[k] = _int(rec[k])
+    for k in _TEXTS:
+        if rec[k] is not None and not isinstance(rec[k], str):
+            rec[k] = str(rec[k])
     rec["attempts"] = [_pick(a, _ATTEMPT_FIELDS) for a in (raw.get("attempts") or ())]
     rec["dlp_findings"] = [_pick(f, _FINDING_FIELDS) for f in (raw.get("dlp_findings") or ())]
     if rec["started_at"] is None:

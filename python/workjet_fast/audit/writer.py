@@ -15,6 +15,7 @@ spill files left by processes that died.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -51,7 +52,7 @@ class AuditWriter:
         self._backoff = _BACKOFF_MIN
         self._last_cp = time.monotonic()
         self._cp_seq = 0
-        self._last_prune = 0.0
+        self._last_prune = -math.inf  # prune at the first chance
         self._orphans_done = False
         # counters; each written by one thread only (the writer, or submit under the chain lock)
         self.drained = 0
@@ -80,7 +81,7 @@ class AuditWriter:
     def _overflow(self, record: dict[str, Any]) -> None:
         rec = self._normalise(record)
         with self.chain.lock:
-            rows = self.chain.link([rec])
+            rows = self._link_each([rec])
             try:
                 self.spill.append(rows, fsync=self._thread is None or not self._thread.is_alive())
                 self.overflowed += 1
@@ -158,8 +159,24 @@ class AuditWriter:
             recs = [self._normalise(dq.popleft()) for _ in range(take)]
             self.drained += take
             with self.chain.lock:
-                rows = self.chain.link(recs)
+                try:
+                    rows = self.chain.link(recs)
+                except Exception:
+                    rows = self._link_each(recs)
             self._write(rows)
+
+    def _link_each(self, recs: list[dict[str, Any]]) -> list[Row]:
+        # A record that cannot be serialised is kept in minimal form rather than lost.
+        rows: list[Row] = []
+        for rec in recs:
+            try:
+                rows += self.chain.link([rec])
+            except Exception:
+                log.exception("audit: record %s kept in minimal form", rec.get("request_id"))
+                rows += self.chain.link(
+                    [normalise({"request_id": rec.get("request_id"), "error_code": "audit_record_malformed"})]
+                )
+        return rows
 
     def _connect(self) -> bool:
         try:
