@@ -1,0 +1,555 @@
+//! Compiled rules, candidate finders and the selection that defines the findings (see the module docs of
+//! `crate::dlp` for the definition).
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex_automata::util::captures::Captures;
+use regex_automata::util::syntax;
+use regex_automata::{Input, PatternSet, hybrid, meta};
+
+use super::DlpError;
+use super::policy::{Direction, Policy};
+use super::rules::{Action, Rule, builtin_rules, parse_custom_rules};
+
+/// Hold-back cap for rules without a finite maximum length (PEM private keys): 8 KiB. A candidate that is still
+/// open after this many bytes in a stream is treated as a match (fail closed).
+pub const UNBOUNDED_CAP: usize = 8192;
+
+/// The one syntax both engines read the same way: bytes, ASCII classes and ASCII `\b`.
+pub(crate) fn syntax_config() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+/// Which candidate finder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Aho-Corasick keywords + one multi-pattern lazy-DFA pass (pure Rust).
+    Regex,
+    /// One Vectorscan pass over all rules (feature `hyperscan`).
+    Hyperscan,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Regex => "regex",
+            EngineKind::Hyperscan => "hyperscan",
+        }
+    }
+}
+
+/// A rule with its compiled automata.
+pub struct CompiledRule {
+    pub rule: Rule,
+    re: meta::Regex,
+    /// Anchored forward lazy DFA: the stream asks "can a match still start here?".
+    pub(crate) dfa: hybrid::dfa::DFA,
+    keywords: Option<AhoCorasick>,
+    /// Report capture group 1 instead of the whole match.
+    group: bool,
+    /// Maximum match length in bytes, `None` when unbounded.
+    pub max_len: Option<usize>,
+}
+
+fn compile_rule(rule: Rule) -> Result<CompiledRule, DlpError> {
+    let name = rule.id.clone();
+    let err = |e: &dyn std::fmt::Display| DlpError::Config(format!("rule {name:?}: {e}"));
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(&rule.pattern)
+        .map_err(|e| err(&e))?;
+    let props = hir.properties();
+    if props.minimum_len().unwrap_or(0) == 0 {
+        return Err(err(&"the pattern can match the empty string"));
+    }
+    let group = props.explicit_captures_len() >= 1;
+    let max_len = match (props.maximum_len(), rule.max_len) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let re = meta::Regex::builder()
+        .syntax(syntax_config())
+        .build(&rule.pattern)
+        .map_err(|e| err(&e))?;
+    let dfa = hybrid::dfa::DFA::builder()
+        .syntax(syntax_config())
+        .configure(hybrid::dfa::DFA::config().skip_cache_capacity_check(true))
+        .build(&rule.pattern)
+        .map_err(|e| err(&e))?;
+    let keywords = if rule.keywords.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build(&rule.keywords)
+                .map_err(|e| err(&e))?,
+        )
+    };
+    Ok(CompiledRule {
+        rule,
+        re,
+        dfa,
+        keywords,
+        group,
+        max_len,
+    })
+}
+
+/// A candidate: the match span `[ms, me)` used for selection and the reported span `[fs, fe)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cand {
+    /// An allow-listed value: chosen like a finding (it hides what overlaps it) but never reported.
+    pub allowed: bool,
+    pub ms: usize,
+    pub me: usize,
+    pub fs: usize,
+    pub fe: usize,
+}
+
+impl CompiledRule {
+    /// The first candidate of this rule starting at or after `at`.
+    pub(crate) fn next_candidate(
+        &self,
+        hay: &[u8],
+        mut at: usize,
+        policy: &Policy,
+        caps: &mut Option<Captures>,
+    ) -> Option<Cand> {
+        while at < hay.len() {
+            let input = Input::new(hay).range(at..);
+            let (ms, me, fs, fe) = if self.group {
+                let caps = caps.get_or_insert_with(|| self.re.create_captures());
+                self.re.search_captures(&input, caps);
+                let m = caps.get_match()?;
+                let g = caps.get_group(1).unwrap_or(m.range().into());
+                (m.start(), m.end(), g.start, g.end)
+            } else {
+                let m = self.re.search(&input)?;
+                (m.start(), m.end(), m.start(), m.end())
+            };
+            let mut cand = Some(Cand {
+                allowed: false,
+                ms,
+                me,
+                fs,
+                fe,
+            });
+            if let Some(kw) = &self.keywords
+                && !kw.is_match(&hay[ms..me])
+            {
+                cand = None;
+            }
+            if let (Some(c), Some(v)) = (cand.as_mut(), self.rule.validator) {
+                let prev = c.fs.checked_sub(1).map(|i| hay[i]);
+                match v.check(&hay[c.fs..c.fe], prev) {
+                    Some(len) => {
+                        c.fe = c.fs + len;
+                        if !self.group {
+                            c.me = c.fe;
+                        }
+                    }
+                    None => cand = None,
+                }
+            }
+            if let Some(mut c) = cand {
+                c.allowed = policy.allows_value(&hay[c.fs..c.fe]);
+                // Spans of custom byte patterns may cut a UTF-8 character: widen them to whole characters.
+                c.fs = floor_char(hay, c.fs);
+                c.fe = ceil_char(hay, c.fe);
+                return Some(c);
+            }
+            at = ms + 1;
+        }
+        None
+    }
+}
+
+fn is_char_start(hay: &[u8], i: usize) -> bool {
+    i >= hay.len() || hay[i] & 0xC0 != 0x80
+}
+
+pub(crate) fn floor_char(hay: &[u8], mut i: usize) -> usize {
+    i = i.min(hay.len());
+    while i > 0 && !is_char_start(hay, i) {
+        i -= 1;
+    }
+    i
+}
+
+pub(crate) fn ceil_char(hay: &[u8], mut i: usize) -> usize {
+    while i < hay.len() && !is_char_start(hay, i) {
+        i += 1;
+    }
+    i.min(hay.len())
+}
+
+/// A finding: rule index and byte span in the scanned text, with the action the policy gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+    pub action: Action,
+}
+
+/// Rules a candidate finder says may match, with a lower bound for their first match start.
+pub(crate) type Candidates = Vec<(usize, usize)>;
+
+/// The pure-Rust candidate finder.
+struct RegexFinder {
+    /// Keywords of all keyword rules, case-insensitive; pattern index -> rule index.
+    keywords: Option<AhoCorasick>,
+    keyword_rule: Vec<usize>,
+    /// One multi-pattern regex over the rules without keywords; pattern index -> rule index.
+    union: Option<meta::Regex>,
+    union_rule: Vec<usize>,
+}
+
+impl RegexFinder {
+    fn new(rules: &[CompiledRule]) -> Result<RegexFinder, DlpError> {
+        let mut kws = Vec::new();
+        let mut keyword_rule = Vec::new();
+        let mut pats = Vec::new();
+        let mut union_rule = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            if r.keywords.is_some() {
+                for k in &r.rule.keywords {
+                    kws.push(k.as_str());
+                    keyword_rule.push(i);
+                }
+            } else {
+                pats.push(r.rule.pattern.as_str());
+                union_rule.push(i);
+            }
+        }
+        let keywords = if kws.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&kws)
+                    .map_err(|e| DlpError::Config(format!("keywords: {e}")))?,
+            )
+        };
+        let union = if pats.is_empty() {
+            None
+        } else {
+            Some(
+                meta::Regex::builder()
+                    .syntax(syntax_config())
+                    .configure(meta::Regex::config().match_kind(regex_automata::MatchKind::All))
+                    .build_many(&pats)
+                    .map_err(|e| DlpError::Config(format!("rule set: {e}")))?,
+            )
+        };
+        Ok(RegexFinder {
+            keywords,
+            keyword_rule,
+            union,
+            union_rule,
+        })
+    }
+
+    fn candidates(&self, hay: &[u8], active: &[bool], out: &mut Candidates) {
+        let mut seen = vec![false; active.len()];
+        if let Some(ac) = &self.keywords {
+            let mut wanted = (0..active.len())
+                .filter(|&r| active[r] && self.keyword_rule.contains(&r))
+                .count();
+            for m in ac.find_overlapping_iter(hay) {
+                if wanted == 0 {
+                    break;
+                }
+                let r = self.keyword_rule[m.pattern().as_usize()];
+                if active[r] && !seen[r] {
+                    seen[r] = true;
+                    wanted -= 1;
+                    out.push((r, 0));
+                }
+            }
+        }
+        if let Some(re) = &self.union
+            && self.union_rule.iter().any(|&r| active[r])
+        {
+            let mut set = PatternSet::new(re.pattern_len());
+            re.which_overlapping_matches(&Input::new(hay), &mut set);
+            for pid in set.iter() {
+                let r = self.union_rule[pid.as_usize()];
+                if active[r] {
+                    out.push((r, 0));
+                }
+            }
+        }
+    }
+}
+
+enum Finder {
+    Regex(RegexFinder),
+    #[cfg(feature = "hyperscan")]
+    Hyperscan(super::hyperscan::HsFinder),
+}
+
+/// Compiled rules plus one candidate finder. Immutable and `Sync`: share one per configuration.
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    finder: Finder,
+    kind: EngineKind,
+    /// The longest hold-back any rule can ask for, in bytes.
+    max_holdback: usize,
+}
+
+impl Engine {
+    /// Built-in rules plus `custom_json` (a custom rule with a built-in's id replaces it). `engine` is
+    /// "auto" (Vectorscan when compiled in and the CPU supports it, else pure Rust), "hyperscan" or "regex".
+    pub fn new(custom_json: Option<&str>, engine: &str) -> Result<Engine, DlpError> {
+        let mut rules = builtin_rules();
+        if let Some(json) = custom_json {
+            for c in parse_custom_rules(json)? {
+                match rules.iter_mut().find(|r| r.id == c.id) {
+                    Some(slot) => *slot = c,
+                    None => rules.push(c),
+                }
+            }
+        }
+        Engine::from_rules(rules, engine)
+    }
+
+    pub fn from_rules(rules: Vec<Rule>, engine: &str) -> Result<Engine, DlpError> {
+        for (i, r) in rules.iter().enumerate() {
+            if rules[..i].iter().any(|o| o.id == r.id) {
+                return Err(DlpError::Config(format!("duplicate rule id {:?}", r.id)));
+            }
+        }
+        let rules = rules.into_iter().map(compile_rule).collect::<Result<Vec<_>, _>>()?;
+        let max_holdback = rules
+            .iter()
+            .map(|r| r.max_len.unwrap_or(UNBOUNDED_CAP).min(UNBOUNDED_CAP))
+            .max()
+            .unwrap_or(0);
+        let (finder, kind) = match engine {
+            "regex" => (Finder::Regex(RegexFinder::new(&rules)?), EngineKind::Regex),
+            "hyperscan" => (Engine::hyperscan_finder(&rules)?, EngineKind::Hyperscan),
+            "auto" => match Engine::hyperscan_finder(&rules) {
+                Ok(f) => (f, EngineKind::Hyperscan),
+                Err(_) => (Finder::Regex(RegexFinder::new(&rules)?), EngineKind::Regex),
+            },
+            other => {
+                return Err(DlpError::Config(format!(
+                    "unknown engine {other:?} (auto, hyperscan, regex)"
+                )));
+            }
+        };
+        Ok(Engine {
+            rules,
+            finder,
+            kind,
+            max_holdback,
+        })
+    }
+
+    #[cfg(feature = "hyperscan")]
+    fn hyperscan_finder(rules: &[CompiledRule]) -> Result<Finder, DlpError> {
+        Ok(Finder::Hyperscan(super::hyperscan::HsFinder::new(rules)?))
+    }
+
+    #[cfg(not(feature = "hyperscan"))]
+    fn hyperscan_finder(_rules: &[CompiledRule]) -> Result<Finder, DlpError> {
+        Err(DlpError::Engine("this build has no hyperscan feature".into()))
+    }
+
+    pub fn kind(&self) -> EngineKind {
+        self.kind
+    }
+
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, idx: usize) -> &Rule {
+        &self.rules[idx].rule
+    }
+
+    /// Worst-case added stream latency in bytes (= characters for the ASCII patterns of the built-ins).
+    pub fn max_holdback(&self) -> usize {
+        self.max_holdback
+    }
+
+    /// Per-rule effective action under `policy`.
+    pub(crate) fn actions(&self, policy: &Policy, dir: Direction) -> Vec<Action> {
+        self.rules.iter().map(|r| policy.action(&r.rule, dir)).collect()
+    }
+
+    pub(crate) fn candidates(&self, hay: &[u8], actions: &[Action]) -> Candidates {
+        let active: Vec<bool> = actions.iter().map(|&a| a != Action::Allow).collect();
+        let mut out = Vec::new();
+        match &self.finder {
+            Finder::Regex(f) => f.candidates(hay, &active, &mut out),
+            #[cfg(feature = "hyperscan")]
+            Finder::Hyperscan(f) => f.candidates(hay, &active, &self.rules, &mut out),
+        }
+        out
+    }
+
+    /// All findings with every rule on (request defaults, empty policy).
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        self.scan_with(text, &Policy::default(), Direction::Request)
+    }
+
+    /// All findings under `policy` (disabled and `allow` rules, allow-listed values are not findings).
+    pub fn scan_with(&self, text: &str, policy: &Policy, dir: Direction) -> Vec<Finding> {
+        let actions = self.actions(policy, dir);
+        let hay = text.as_bytes();
+        let mut sel = Selector::new(self, hay, 0, &actions, policy);
+        let mut out = Vec::new();
+        while let Some((rule, c)) = sel.next(usize::MAX) {
+            if c.allowed {
+                continue;
+            }
+            out.push(Finding {
+                rule,
+                start: c.fs,
+                end: c.fe,
+                action: actions[rule],
+            });
+        }
+        out
+    }
+}
+
+/// Greedy left-to-right selection over per-rule candidate streams.
+pub(crate) struct Selector<'a> {
+    engine: &'a Engine,
+    hay: &'a [u8],
+    policy: &'a Policy,
+    /// Selection cursor: candidates starting before it are hidden.
+    cursor: usize,
+    /// (rule, lower bound, next candidate, exhausted)
+    heads: Vec<(usize, usize, Option<Cand>, bool)>,
+    caps: Vec<Option<Captures>>,
+}
+
+impl<'a> Selector<'a> {
+    pub(crate) fn new(
+        engine: &'a Engine,
+        hay: &'a [u8],
+        cursor: usize,
+        actions: &[Action],
+        policy: &'a Policy,
+    ) -> Selector<'a> {
+        let mut cands = engine.candidates(hay, actions);
+        cands.sort_unstable();
+        let heads: Vec<_> = cands.into_iter().map(|(r, lb)| (r, lb, None, false)).collect();
+        let caps = vec![None; heads.len()];
+        Selector {
+            engine,
+            hay,
+            policy,
+            cursor,
+            heads,
+            caps,
+        }
+    }
+
+    pub(crate) fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// The next chosen candidate whose match starts before `limit`, advancing past it; `None` leaves the state
+    /// unchanged (a later call with a larger limit may still return it).
+    pub(crate) fn next(&mut self, limit: usize) -> Option<(usize, Cand)> {
+        let mut best: Option<(usize, Cand)> = None;
+        for (i, head) in self.heads.iter_mut().enumerate() {
+            let (rule, lb, next, done) = head;
+            if *done {
+                continue;
+            }
+            if next.is_none_or(|c| c.ms < self.cursor) {
+                let at = self.cursor.max(*lb);
+                *next = self.engine.rules[*rule].next_candidate(self.hay, at, self.policy, &mut self.caps[i]);
+                if next.is_none() {
+                    *done = true;
+                    continue;
+                }
+            }
+            let Some(c) = *next else { continue };
+            if c.ms >= limit {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((br, bc)) => {
+                    let conf = self.engine.rules[*rule].rule.confidence;
+                    let bconf = self.engine.rules[*br].rule.confidence;
+                    (c.ms, std::cmp::Reverse(c.me), std::cmp::Reverse(conf), *rule)
+                        < (bc.ms, std::cmp::Reverse(bc.me), std::cmp::Reverse(bconf), *br)
+                }
+            };
+            if better {
+                best = Some((*rule, c));
+            }
+        }
+        if let Some((_, c)) = best {
+            self.cursor = c.me;
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ids(e: &Engine, text: &str) -> Vec<(String, String)> {
+        e.scan(text)
+            .iter()
+            .map(|f| (e.rule(f.rule).id.clone(), text[f.start..f.end].to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn finds_and_orders() {
+        let e = Engine::new(None, "regex").unwrap();
+        let t = "mail bob@example.com, card 4111 1111 1111 1111, key AKIAZ3MPLQ7RT2VWX4YB.";
+        assert_eq!(
+            ids(&e, t),
+            vec![
+                ("email".into(), "bob@example.com".into()),
+                ("credit-card".into(), "4111 1111 1111 1111".into()),
+                ("aws-access-key".into(), "AKIAZ3MPLQ7RT2VWX4YB".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_custom_pattern_names_rule() {
+        let json = r#"[{"id": "my-rule", "entity": "X", "pattern": "ab(c"}]"#;
+        let e = Engine::new(Some(json), "regex").err().unwrap();
+        assert!(e.to_string().contains("my-rule"), "{e}");
+        let json = r#"[{"id": "empty", "entity": "X", "pattern": "a*"}]"#;
+        assert!(
+            Engine::new(Some(json), "regex")
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("empty")
+        );
+    }
+
+    #[test]
+    fn group_rule_reports_value() {
+        let e = Engine::new(None, "regex").unwrap();
+        let t = "aws_secret_access_key = \"Zx9Q2vB7rT1mK8pL4wN6yH3cF5dJ0sA2gE7uI9oX\"\n";
+        assert_eq!(
+            ids(&e, t),
+            vec![(
+                "aws-secret-key".into(),
+                "Zx9Q2vB7rT1mK8pL4wN6yH3cF5dJ0sA2gE7uI9oX".into()
+            )]
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The streaming scanner: fed text increments, releases what can no longer change, holds back the rest.
+//!
+//! # Hold-back rule (prefix-aware)
+//!
+//! After each increment the scanner finds `h`, the first position where some active rule's anchored automaton is
+//! still alive at the end of the buffered text: a match could still start there. Everything before `h` is
+//! final: every candidate starting before `h` has its end decided, so the findings there are exactly those of the
+//! whole text, and the text up to `h` is released (redacted). Prose with no open candidate is released at once;
+//! text is held only while its tail could still be (the start of) a match, e.g. a word that may yet become an
+//! email address, a digit run that may become a card number, `sk-ant-...` before its last character.
+//!
+//! # Worst-case added latency
+//!
+//! A position stops being open once more than the rule's maximum match length follows it, so the hold-back is at
+//! most `Engine::max_holdback()` bytes: the longest bounded rule (JWT: 3,115 bytes for the built-ins, reached
+//! only while the tail looks like a JWT; 2,200 for the email and key rules together is far less: see the table in
+//! the report) or, for rules with no finite maximum (PEM private keys), [`UNBOUNDED_CAP`] = 8 KiB. Reaching the cap
+//! inside an open candidate fails closed: it counts as a finding of that rule spanning the held text, with the
+//! rule's action; for `redact` the rest of the stream is suppressed (the key body may continue). Patterns of the
+//! built-ins are ASCII, so bytes = characters.
+//!
+//! # Invariant
+//!
+//! `concat(outputs) == apply(full text)` under the same policy (response direction), or its prefix up to the
+//! start of a blocking finding; the one exception is the fail-closed cap above.
+
+use std::sync::Arc;
+
+use regex_automata::{Anchored, Input, hybrid};
+
+use super::engine::{Engine, Selector, UNBOUNDED_CAP, ceil_char, floor_char};
+use super::policy::{Direction, Policy};
+use super::redact::marker;
+use super::rules::Action;
+use crate::filter::{FilterOutput, FindingNote, TextFilter};
+
+/// One stream's scanner state.
+pub struct StreamScanner {
+    engine: Arc<Engine>,
+    policy: Arc<Policy>,
+    actions: Vec<Action>,
+    /// Unreleased text, preceded by at most one released character kept as look-behind context.
+    buf: String,
+    /// Release frontier in `buf`.
+    pos: usize,
+    /// Selection cursor in `buf` (>= pos): candidates starting before it are decided.
+    cur: usize,
+    blocked: bool,
+    /// Fail-closed mode after the cap: everything else is dropped.
+    suppress: bool,
+    caches: Vec<Option<hybrid::dfa::Cache>>,
+}
+
+impl StreamScanner {
+    pub fn new(engine: Arc<Engine>, policy: Arc<Policy>) -> StreamScanner {
+        let actions = engine.actions(&policy, Direction::Response);
+        let caches = (0..engine.rules().len()).map(|_| None).collect();
+        StreamScanner {
+            engine,
+            policy,
+            actions,
+            buf: String::new(),
+            pos: 0,
+            cur: 0,
+            blocked: false,
+            suppress: false,
+            caches,
+        }
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Bytes currently held back.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Is rule `i`'s automaton, started at `p`, still alive at the end of `hay`?
+    fn open_at(&mut self, i: usize, hay: &[u8], p: usize) -> bool {
+        let dfa = &self.engine.rules()[i].dfa;
+        let cache = self.caches[i].get_or_insert_with(|| dfa.create_cache());
+        let input = Input::new(hay).range(p..).anchored(Anchored::Yes);
+        // Any error (a cache that gives up) counts as open: holding is always safe.
+        let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
+            return true;
+        };
+        for &b in &hay[p..] {
+            if sid.is_dead() {
+                return false;
+            }
+            if sid.is_quit() {
+                return true;
+            }
+            match dfa.next_state(cache, sid, b) {
+                Ok(s) => sid = s,
+                Err(_) => return true,
+            }
+        }
+        !sid.is_dead()
+    }
+
+    /// The first position `>= from` where a match may still start, and the rule when it hit the cap.
+    fn hold_point(&mut self, hay: &[u8], from: usize) -> (usize, Option<usize>) {
+        let len = hay.len();
+        let n = self.actions.len();
+        for p in from..len {
+            for i in 0..n {
+                if self.actions[i] == Action::Allow {
+                    continue;
+                }
+                let max = self.engine.rules()[i].max_len;
+                if let Some(m) = max
+                    && len - p > m + 1
+                {
+                    continue;
+                }
+                if self.open_at(i, hay, p) {
+                    let capped = max.is_none() && len - p >= UNBOUNDED_CAP;
+                    return (p, capped.then_some(i));
+                }
+            }
+        }
+        (len, None)
+    }
+
+    fn note(&self, rule: usize, action: Action, value: &[u8]) -> FindingNote {
+        let r = self.engine.rule(rule);
+        FindingNote {
+            rule_id: r.id.clone(),
+            entity: r.entity.clone(),
+            action: action.as_str(),
+            value_hmac: self.policy.value_hmac(value),
+        }
+    }
+
+    fn process(&mut self, eof: bool) -> FilterOutput {
+        let mut out = FilterOutput::default();
+        let buf = std::mem::take(&mut self.buf);
+        let hay = buf.as_bytes();
+        let engine = Arc::clone(&self.engine);
+        let policy = Arc::clone(&self.policy);
+        let actions = self.actions.clone();
+        let mut sel = Selector::new(&engine, hay, self.cur, &actions, &policy);
+        loop {
+            let (h, capped) = if eof {
+                (hay.len(), None)
+            } else {
+                self.hold_point(hay, sel.cursor())
+            };
+            if let Some((rule, c)) = sel.next(h) {
+                if c.allowed {
+                    continue;
+                }
+                let action = actions[rule];
+                out.findings.push(self.note(rule, action, &hay[c.fs..c.fe]));
+                match action {
+                    Action::Redact => {
+                        out.text.push_str(&buf[self.pos..c.fs]);
+                        out.text.push_str(&marker(&engine.rule(rule).entity));
+                        self.pos = c.fe;
+                    }
+                    Action::Block => {
+                        out.text.push_str(&buf[self.pos..c.fs]);
+                        self.blocked = true;
+                        out.blocked = true;
+                        self.pos = hay.len();
+                        self.cur = hay.len();
+                        break;
+                    }
+                    Action::Log | Action::Allow => {}
+                }
+                continue;
+            }
+            let release = floor_char(hay, h).max(self.pos);
+            out.text.push_str(&buf[self.pos..release]);
+            self.pos = release;
+            self.cur = sel.cursor().max(h);
+            if let Some(rule) = capped {
+                let action = actions[rule];
+                out.findings.push(self.note(rule, action, &hay[h..]));
+                match action {
+                    Action::Redact => {
+                        out.text.push_str(&marker(&engine.rule(rule).entity));
+                        self.suppress = true;
+                    }
+                    Action::Block => {
+                        self.blocked = true;
+                        out.blocked = true;
+                    }
+                    Action::Log | Action::Allow => out.text.push_str(&buf[release..]),
+                }
+                self.pos = hay.len();
+                self.cur = hay.len();
+            }
+            break;
+        }
+        // Keep one released character as look-behind context (`\b`, the IPv4 validator's previous byte).
+        let keep = floor_char(hay, self.pos.saturating_sub(1)).min(self.pos);
+        self.buf = buf;
+        self.buf.drain(..keep);
+        self.pos -= keep;
+        self.cur = ceil_char(self.buf.as_bytes(), self.cur.saturating_sub(keep)).max(self.pos);
+        out
+    }
+}
+
+impl TextFilter for StreamScanner {
+    fn push(&mut self, text: &str) -> FilterOutput {
+        if self.blocked || self.suppress {
+            return FilterOutput {
+                blocked: self.blocked,
+                ..FilterOutput::default()
+            };
+        }
+        self.buf.push_str(text);
+        self.process(false)
+    }
+
+    fn finish(&mut self) -> FilterOutput {
+        if self.blocked || self.suppress {
+            return FilterOutput {
+                blocked: self.blocked,
+                ..FilterOutput::default()
+            };
+        }
+        let out = self.process(true);
+        self.buf.clear();
+        self.pos = 0;
+        self.cur = 0;
+        out
+    }
+}
+
+/// A factory of per-choice filters for the stream relay: one engine and policy, a fresh scanner per call.
+#[allow(dead_code)] // the stream relay (`crate::relay`) is its caller
+pub(crate) fn filter_factory(
+    engine: Arc<Engine>,
+    policy: Arc<Policy>,
+) -> Box<dyn Fn() -> Box<dyn TextFilter> + Send + Sync> {
+    Box::new(move || Box::new(StreamScanner::new(Arc::clone(&engine), Arc::clone(&policy))) as Box<dyn TextFilter>)
+}

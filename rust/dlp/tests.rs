@@ -1,0 +1,232 @@
+//! Conformance tests: the shared corpus (`corpus.json`, also read by `tests/dlp_corpus.py`), the differential
+//! test between engines, and the streaming invariant.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::engine::Engine;
+use super::policy::{Direction, Policy};
+use super::redact::marker;
+use super::rules::Action;
+use super::stream::StreamScanner;
+use crate::filter::TextFilter;
+
+type Corpus = Vec<(String, Vec<(String, String)>, Vec<String>)>;
+
+fn corpus() -> Corpus {
+    let v: serde_json::Value = serde_json::from_str(include_str!("corpus.json")).unwrap();
+    let obj = v.as_object().unwrap();
+    obj.iter()
+        .map(|(rule, e)| {
+            let matches = e["match"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].as_str().unwrap().to_owned()))
+                .collect();
+            let misses = e["miss"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect();
+            (rule.clone(), matches, misses)
+        })
+        .collect()
+}
+
+fn engines() -> Vec<Arc<Engine>> {
+    let mut v = vec![Arc::new(Engine::new(None, "regex").unwrap())];
+    if cfg!(feature = "hyperscan") {
+        v.push(Arc::new(Engine::new(None, "hyperscan").unwrap()));
+    }
+    v
+}
+
+fn found(e: &Engine, text: &str) -> Vec<(String, usize, usize)> {
+    e.scan(text)
+        .iter()
+        .map(|f| (e.rule(f.rule).id.clone(), f.start, f.end))
+        .collect()
+}
+
+#[test]
+fn every_builtin_rule_has_examples() {
+    let c = corpus();
+    let e = Engine::new(None, "regex").unwrap();
+    for r in e.rules() {
+        let entry = c.iter().find(|(id, _, _)| *id == r.rule.id);
+        let Some((_, m, n)) = entry else {
+            panic!("no corpus entry for {}", r.rule.id)
+        };
+        assert!(!m.is_empty() && !n.is_empty(), "{}", r.rule.id);
+    }
+}
+
+#[test]
+fn corpus_matches_and_near_misses() {
+    for e in engines() {
+        for (rule, matches, misses) in corpus() {
+            for (example, value) in &matches {
+                let text = format!("Here it is: {example} (thanks).");
+                let f = found(&e, &text);
+                assert!(
+                    f.iter().any(|(id, s, en)| *id == rule && &text[*s..*en] == value),
+                    "{} engine: rule {rule} missed {example:?}: {f:?}",
+                    e.kind().as_str()
+                );
+            }
+            for miss in &misses {
+                let text = format!("Here it is: {miss} (thanks).");
+                let f = found(&e, &text);
+                assert!(
+                    !f.iter().any(|(id, _, _)| *id == rule),
+                    "rule {rule} matched near-miss {miss:?}: {f:?}"
+                );
+            }
+        }
+    }
+}
+
+/// What the stream must have released in total: the batch result, cut at the first blocking finding.
+fn expected_stream(e: &Engine, policy: &Policy, text: &str) -> (String, bool) {
+    let mut out = String::new();
+    let mut pos = 0;
+    for f in e.scan_with(text, policy, Direction::Response) {
+        match f.action {
+            Action::Redact => {
+                out.push_str(&text[pos..f.start]);
+                out.push_str(&marker(&e.rule(f.rule).entity));
+                pos = f.end;
+            }
+            Action::Block => {
+                out.push_str(&text[pos..f.start]);
+                return (out, true);
+            }
+            _ => {}
+        }
+    }
+    out.push_str(&text[pos..]);
+    (out, false)
+}
+
+fn run_stream(e: &Arc<Engine>, policy: &Arc<Policy>, chunks: &[&str]) -> (String, bool) {
+    let mut s = StreamScanner::new(Arc::clone(e), Arc::clone(policy));
+    let mut out = String::new();
+    let mut blocked = false;
+    for c in chunks {
+        let o = s.push(c);
+        out.push_str(&o.text);
+        blocked |= o.blocked;
+    }
+    let o = s.finish();
+    out.push_str(&o.text);
+    (out, blocked || o.blocked)
+}
+
+fn split_points(text: &str) -> Vec<usize> {
+    (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect()
+}
+
+#[test]
+fn secret_split_anywhere_is_caught() {
+    let policies = [
+        Arc::new(Policy::default()),
+        Arc::new(Policy::new(&[("email".into(), "block".into())], &[], &[], &[], None).unwrap()),
+    ];
+    for e in engines() {
+        for (_, matches, _) in corpus() {
+            for (example, value) in &matches {
+                let text = format!("Note: {example} ok");
+                for policy in &policies {
+                    let want = expected_stream(&e, policy, &text);
+                    assert!(!want.0.contains(value.as_str()) || want.1, "batch leaks {value:?}");
+                    for i in split_points(&text) {
+                        let got = run_stream(&e, policy, &[&text[..i], &text[i..]]);
+                        assert_eq!(got, want, "split at {i} of {text:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn prose_is_released_without_delay() {
+    let e = Arc::new(Engine::new(None, "regex").unwrap());
+    let mut s = StreamScanner::new(Arc::clone(&e), Arc::new(Policy::default()));
+    let o = s.push("The quick brown fox jumps over the lazy dog. ");
+    assert_eq!(o.text, "The quick brown fox jumps over the lazy dog. ");
+    // A trailing word may still become an email address: held, and only it.
+    let o = s.push("Write to jane");
+    assert_eq!(o.text, "Write to ");
+    let o = s.push(".doe@example.com now");
+    assert_eq!(o.text, "[REDACTED:EMAIL] ");
+    assert_eq!(s.finish().text, "now");
+}
+
+#[test]
+fn unbounded_rule_fails_closed_at_cap() {
+    let e = Arc::new(Engine::new(None, "regex").unwrap());
+    let mut s = StreamScanner::new(Arc::clone(&e), Arc::new(Policy::default()));
+    let mut out = s.push("key: -----BEGIN RSA PRIVATE KEY-----\n").text;
+    for _ in 0..300 {
+        out.push_str(&s.push("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\n").text);
+    }
+    out.push_str(&s.finish().text);
+    assert_eq!(out, "key: [REDACTED:PRIVATE_KEY]");
+}
+
+#[test]
+fn allow_list_and_disabled() {
+    let e = Engine::new(None, "regex").unwrap();
+    let text = "a jane.doe@example.com b 536-22-8146";
+    let p = Policy::new(&[], &["jane.doe@example.com".into()], &[], &["us-ssn".into()], None).unwrap();
+    assert!(e.scan_with(text, &p, Direction::Request).is_empty());
+}
+
+fn arb_text() -> impl Strategy<Value = String> {
+    let pieces: Vec<String> = corpus()
+        .into_iter()
+        .flat_map(|(_, m, n)| m.into_iter().map(|(ex, _)| ex).chain(n))
+        .chain(
+            [
+                "é", " ", "\n", "@", "-", ".", "1", "ey", "sk-", "=", ":", "AKIA", "0", "7",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    prop::collection::vec((prop::sample::select(pieces), "[a-zA-Z0-9 .:@=_/+-]{0,12}"), 0..8)
+        .prop_map(|v| v.into_iter().map(|(a, b)| a + &b).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engines_agree(text in arb_text()) {
+        let es = engines();
+        let first = found(&es[0], &text);
+        for e in &es[1..] {
+            prop_assert_eq!(&found(e, &text), &first);
+        }
+    }
+
+    #[test]
+    fn any_chunking_gives_the_batch_result(text in arb_text(), cuts in prop::collection::vec(0usize..4096, 0..6)) {
+        let e = Arc::new(Engine::new(None, "regex").unwrap());
+        let policy = Arc::new(Policy::default());
+        let points = split_points(&text);
+        let mut idx: Vec<usize> = cuts.iter().map(|c| points[c % points.len()]).collect();
+        idx.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for i in idx {
+            chunks.push(&text[last..i]);
+            last = i;
+        }
+        chunks.push(&text[last..]);
+        prop_assert_eq!(run_stream(&e, &policy, &chunks), expected_stream(&e, &policy, &text));
+    }
+}
