@@ -467,3 +467,22 @@ def test_wrong_key_is_an_error_without_the_key_in_the_message(fake: FakeAnthropi
     failure = asyncio.run(go())
     assert failure.status == 401
     assert "sk-ant-wrong-key" not in failure.message
+
+
+def test_closing_a_stream_early_releases_it(fake: FakeAnthropic) -> None:
+    async def go() -> bytes:
+        p = make_provider(_config(fake.base_url))
+        try:
+            s = await p.stream("split:9", {"messages": [{"role": "user", "content": "a long enough reply please"}]})
+            first = b""
+            async for piece in s:
+                first = piece
+                break
+            await s.aclose()
+            with pytest.raises(UpstreamFailure, match="Connection closed"):  # the connection is gone, not pooled
+                await s.__aiter__().__anext__()
+            return first
+        finally:
+            await p.aclose()
+
+    assert b'"role":"assistant"' in asyncio.run(go())

@@ -25,7 +25,7 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -268,11 +268,13 @@ class _GuardedStream(UpstreamStream):
         self._inner = inner
         self._deadline = deadline
         self._on_failure = on_failure
+        self._gen: AsyncGenerator[bytes, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._pieces()
+        self._gen = self._pieces()
+        return self._gen
 
-    async def _pieces(self) -> AsyncIterator[bytes]:
+    async def _pieces(self) -> AsyncGenerator[bytes, None]:
         it = self._inner.__aiter__()
         while True:
             remaining = self._deadline - _now()
@@ -288,4 +290,6 @@ class _GuardedStream(UpstreamStream):
             yield piece
 
     async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
         await self._inner.aclose()

@@ -20,7 +20,7 @@ the Rust SSE parser, crossing into Rust once per network read.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -176,11 +176,13 @@ class AnthropicStream(UpstreamStream):
     def __init__(self, body: StreamBody, model: str, include_usage: bool) -> None:
         self._body = body
         self._translator = AnthropicTranslator(model, include_usage)
+        self._gen: AsyncGenerator[bytes, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._pieces()
+        self._gen = self._pieces()
+        return self._gen
 
-    async def _pieces(self) -> AsyncIterator[bytes]:
+    async def _pieces(self) -> AsyncGenerator[bytes, None]:
         parser = SseParser()
         tr = self._translator
         try:
@@ -197,6 +199,8 @@ class AnthropicStream(UpstreamStream):
             self._body.close()
 
     async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
         self._body.close()
 
 
