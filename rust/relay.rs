@@ -264,7 +264,7 @@ impl State {
             }
             return;
         }
-        if self.factory.is_none() && self.public_model.is_none() {
+        if self.factory.is_none() {
             self.copy_through(data, out);
             return;
         }
@@ -280,23 +280,36 @@ impl State {
         if peeked.is_err() && self.at_eof && serde_json::from_slice::<IgnoredAny>(data).is_err() {
             return;
         }
-        if let Ok(peek) = peeked {
-            if peek.error.is_some() {
-                self.record_error(data);
+        let Ok(peek) = peeked else {
+            write_raw_frame(out, data);
+            return;
+        };
+        if peek.error.is_some() {
+            self.record_error(data);
+        }
+        if let Some(usage) = peek.usage {
+            self.usage = Some((usage.prompt_tokens, usage.completion_tokens));
+        }
+        for choice in peek.choices {
+            if let Some(content) = choice.delta.and_then(|d| d.content) {
+                self.content_chars += content.chars().count() as u64;
             }
-            if let Some(usage) = peek.usage {
-                self.usage = Some((usage.prompt_tokens, usage.completion_tokens));
-            }
-            for choice in peek.choices {
-                if let Some(content) = choice.delta.and_then(|d| d.content) {
-                    self.content_chars += content.chars().count() as u64;
-                }
-                if let Some(reason) = choice.finish_reason {
-                    self.finish_reason = Some(reason.into_owned());
-                }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason.into_owned());
             }
         }
-        write_raw_frame(out, data);
+        // The frame is valid JSON (it was just deserialized), so the span scan below sees a well-formed object.
+        match (&self.public_model, top_level_value_span(data, b"model")) {
+            (Some(public), Some((start, end))) if peek.error.is_none() => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&data[..start]);
+                // Serializing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, public);
+                out.extend_from_slice(&data[end..]);
+                out.extend_from_slice(b"\n\n");
+            }
+            _ => write_raw_frame(out, data),
+        }
     }
 
     fn record_error(&mut self, data: &[u8]) {
@@ -531,6 +544,95 @@ fn write_raw_frame(out: &mut Vec<u8>, data: &[u8]) {
         out.push(b'\n');
     }
     out.push(b'\n');
+}
+
+/// The byte span of the value of `key` in the top-level object of `json` (valid JSON), without building a tree.
+///
+/// Keys are compared as raw bytes, so a key spelled with escapes is not recognised; that only means the value is
+/// left as it is.
+fn top_level_value_span(json: &[u8], key: &[u8]) -> Option<(usize, usize)> {
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(json, i);
+        if json.get(i) != Some(&b'"') {
+            return None; // `}` of an empty object, or not an object
+        }
+        let key_end = skip_string(json, i)?;
+        let name = &json[i + 1..key_end - 1];
+        i = skip_ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(json, i + 1);
+        let end = skip_value(json, start)?;
+        if name == key {
+            return Some((start, end));
+        }
+        i = skip_ws(json, end);
+        match json.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        i += 1;
+    }
+    i
+}
+
+/// `json[i]` is the opening quote; returns the index just past the closing one.
+fn skip_string(json: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        let pos = i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[pos] == b'"' {
+            return Some(pos + 1);
+        }
+        i = pos + 2; // skip the escaped byte
+    }
+}
+
+/// Returns the index just past the value starting at `json[i]`.
+fn skip_value(json: &[u8], mut i: usize) -> Option<usize> {
+    match json.get(i)? {
+        b'"' => skip_string(json, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match json.get(i)? {
+                    b'"' => {
+                        i = skip_string(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            while !matches!(
+                json.get(i),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+            ) {
+                i += 1;
+            }
+            Some(i)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -850,6 +952,37 @@ mod tests {
             let mut relay = ChunkRelay::new(model, None, SseLimits::default());
             let (out, _) = run(&mut relay, whole.trim_end().as_bytes(), &[4096]);
             assert_eq!(contents(&out).0, "x");
+        }
+    }
+
+    #[test]
+    fn model_span_scanner() {
+        let doc = br#" { "a" : {"model": "x", "s": "}\"{"}, "b":[1,{"c":"]"}] , "model" : "gpt-4o" , "n": -1.5e3 }"#;
+        let (s, e) = top_level_value_span(doc, b"model").unwrap_or((0, 0));
+        assert_eq!(&doc[s..e], br#""gpt-4o""#);
+        let (s, e) = top_level_value_span(doc, b"n").unwrap_or((0, 0));
+        assert_eq!(&doc[s..e], b"-1.5e3");
+        assert_eq!(top_level_value_span(doc, b"zzz"), None);
+        assert_eq!(top_level_value_span(b"[1]", b"model"), None);
+        assert_eq!(top_level_value_span(b"{}", b"model"), None);
+    }
+
+    #[test]
+    fn model_rewrite_keeps_key_order_and_other_bytes() {
+        let input = b"data: {\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[]}\n\n";
+        let mut relay = ChunkRelay::new(Some("pub\"lic".into()), None, SseLimits::default());
+        let (out, _) = run(&mut relay, input, &[4096]);
+        assert_eq!(
+            out,
+            b"data: {\"id\":\"c\",\"model\":\"pub\\\"lic\",\"choices\":[]}\n\n".to_vec()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn span_scanner_never_panics(data in proptest::collection::vec(prop_oneof![Just(b'{'), Just(b'}'), Just(b'"'),
+            Just(b'\\'), Just(b':'), Just(b','), Just(b'['), Just(b']'), any::<u8>()], 0..64)) {
+            let _ = top_level_value_span(&data, b"model");
         }
     }
 

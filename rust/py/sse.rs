@@ -3,7 +3,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use super::errors::SseError;
 use crate::filter::FindingNote;
@@ -39,6 +39,14 @@ fn limits(max_line_bytes: usize, max_event_bytes: usize, lenient_eof: bool) -> S
 }
 
 type PyEvent = (Option<String>, String);
+type PyEventRef<'py> = (Option<Bound<'py, PyString>>, Bound<'py, PyString>);
+
+fn py_event<'py>(py: Python<'py>, event: Option<&str>, data: &[u8]) -> PyEventRef<'py> {
+    (
+        event.map(|e| PyString::new(py, e)),
+        PyString::new(py, &String::from_utf8_lossy(data)),
+    )
+}
 
 fn to_py_events(events: Vec<sse::Event>) -> Vec<PyEvent> {
     events.into_iter().map(|e| (e.event, e.data)).collect()
@@ -60,13 +68,19 @@ impl PySseParser {
         }
     }
 
-    fn feed(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<Vec<PyEvent>> {
-        let events = if data.len() >= DETACH_MIN_BYTES {
-            py.detach(|| self.inner.feed(data))?
-        } else {
-            self.inner.feed(data)?
-        };
-        Ok(to_py_events(events))
+    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Vec<PyEventRef<'py>>> {
+        if data.len() >= DETACH_MIN_BYTES {
+            let events = py.detach(|| self.inner.feed(data))?;
+            return Ok(events
+                .iter()
+                .map(|e| py_event(py, e.event.as_deref(), e.data.as_bytes()))
+                .collect());
+        }
+        // Small reads: build the Python strings straight from the parser's buffers, with no Rust copy in between.
+        let mut events = Vec::new();
+        self.inner
+            .feed_with(data, &mut |e| events.push(py_event(py, e.event, e.data)))?;
+        Ok(events)
     }
 
     fn finish(&mut self) -> Vec<PyEvent> {
