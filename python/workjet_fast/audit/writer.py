@@ -1,8 +1,11 @@
 """The background writer: a bounded in-memory queue drained by one thread into batched inserts.
 
 Request path: `submit()` appends to a deque (no lock, no I/O). When the deque holds `queue_size`
-records, `submit()` chains the record and appends it to the spill file instead (a buffered write, never
-the database): records are never dropped silently.
+records, `submit()` chains the record on this process's *overflow chain* (`<chain id>-overflow`) and
+appends it to the spill file instead (a buffered write, never the database): records are never dropped
+silently. Two chains keep a crash from leaving a gap: each chain's rows become durable in seq order (the
+main chain batch by batch in the writer thread, the overflow chain row by row under its lock), so a
+process killed mid-batch loses only the tail of a chain, never a middle.
 
 Writer thread, every `flush_interval` (sooner when a batch is full): take up to `batch_size` records,
 normalise and chain them, insert them in one transaction. If the database fails, the batch goes to the
@@ -38,7 +41,8 @@ class AuditWriter:
     def __init__(self, cfg: AuditConfig, store: AuditStore, chain: Chain, spill: SpillFile) -> None:
         self.cfg = cfg
         self.store = store
-        self.chain = chain
+        self.chain = chain  # touched by the writer thread only
+        self.overflow = Chain(f"{chain.chain_id}-overflow")
         self.spill = spill
         self._dq: deque[dict[str, Any]] = deque()
         self._cap = cfg.queue_size
@@ -51,7 +55,7 @@ class AuditWriter:
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN
         self._last_cp = time.monotonic()
-        self._cp_seq = 0
+        self._cp_seq: dict[str, int] = {}
         self._last_prune = -math.inf  # prune at the first chance
         self._orphans_done = False
         # counters; each written by one thread only (the writer, or submit under the chain lock)
@@ -80,12 +84,14 @@ class AuditWriter:
 
     def _overflow(self, record: dict[str, Any]) -> None:
         rec = self._normalise(record)
-        with self.chain.lock:
-            rows = self._link_each([rec])
+        with self.overflow.lock:
+            mark = self.overflow.seq, self.overflow.head
+            rows = self._link_each(self.overflow, [rec])
             try:
                 self.spill.append(rows, fsync=self._thread is None or not self._thread.is_alive())
                 self.overflowed += 1
             except OSError as e:
+                self.overflow.seq, self.overflow.head = mark  # the lost record leaves no gap in the chain
                 self.dropped += 1
                 log.error("audit: record %s lost: queue full and spill file failed: %s", rows[0].request_id, e)
 
@@ -158,22 +164,24 @@ class AuditWriter:
             take = min(len(dq), self._batch)
             recs = [self._normalise(dq.popleft()) for _ in range(take)]
             self.drained += take
-            with self.chain.lock:
-                try:
-                    rows = self.chain.link(recs)
-                except Exception:
-                    rows = self._link_each(recs)
-            self._write(rows)
+            mark = self.chain.seq, self.chain.head
+            try:
+                rows = self.chain.link(recs)
+            except Exception:
+                rows = self._link_each(self.chain, recs)
+            if not self._write(rows):
+                self.chain.seq, self.chain.head = mark
 
-    def _link_each(self, recs: list[dict[str, Any]]) -> list[Row]:
+    @staticmethod
+    def _link_each(chain: Chain, recs: list[dict[str, Any]]) -> list[Row]:
         # A record that cannot be serialised is kept in minimal form rather than lost.
         rows: list[Row] = []
         for rec in recs:
             try:
-                rows += self.chain.link([rec])
+                rows += chain.link([rec])
             except Exception:
                 log.exception("audit: record %s kept in minimal form", rec.get("request_id"))
-                rows += self.chain.link(
+                rows += chain.link(
                     [normalise({"request_id": rec.get("request_id"), "error_code": "audit_record_malformed"})]
                 )
         return rows
@@ -202,21 +210,24 @@ class AuditWriter:
     def _db_usable(self) -> bool:
         return self._db_ok or (time.monotonic() >= self._retry_at and self._connect())
 
-    def _write(self, rows: list[Row]) -> None:
+    def _write(self, rows: list[Row]) -> bool:
+        """Insert a batch, or spill it; False only if both failed (the records are lost and counted)."""
         if self._db_usable():
             try:
                 self.store.insert(rows)
                 self.written += len(rows)
                 self.batches += 1
-                return
+                return True
             except StorageError as e:
                 self._down(e)
         try:
             self.spill.append(rows, fsync=True)
             self.spilled += len(rows)
+            return True
         except OSError as e:
             self.dropped += len(rows)
             log.error("audit: %d records lost: database down and spill file failed: %s", len(rows), e)
+            return False
 
     def _maintain(self, final: bool = False) -> None:
         self.spill.sync()
@@ -251,16 +262,22 @@ class AuditWriter:
             self._down(e)
 
     def _checkpoint(self) -> None:
-        with self.chain.lock:
-            if self.spill.pending or self.chain.seq <= self._cp_seq:
-                return  # rows below the head are still in the spill file, or nothing new
-            seq, head = self.chain.seq, self.chain.head
-        cp = make_checkpoint(self.cfg.checkpoint_key, self.chain.chain_id, seq, "periodic", head, time.time())
-        try:
-            self.store.add_checkpoint(cp)
-            self._cp_seq = seq
-        except StorageError as e:
-            self._down(e)
+        with self.overflow.lock:
+            if self.spill.pending:
+                return  # rows below a head are still in the spill file
+            heads = [
+                (c.chain_id, c.seq, c.head)
+                for c in (self.chain, self.overflow)
+                if c.seq > self._cp_seq.get(c.chain_id, 0)
+            ]
+        for chain_id, seq, head in heads:
+            cp = make_checkpoint(self.cfg.checkpoint_key, chain_id, seq, "periodic", head, time.time())
+            try:
+                self.store.add_checkpoint(cp)
+                self._cp_seq[chain_id] = seq
+            except StorageError as e:
+                self._down(e)
+                return
 
     def _replay_orphans(self) -> bool:
         """Replay spill files whose owner died; False when some must wait for the database."""
