@@ -45,4 +45,7 @@ fn main() {
         println!("cargo:rustc-link-lib=dylib=stdc++");
     }
     println!("cargo:rustc-link-lib=dylib=m");
+    // Debian's libhs.a is PIE code: its PC-relative reference to `__libc_single_threaded` binds to the local
+    // definition in rust/dlp/hyperscan.rs only when the extension binds its own symbols (see the comment there).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic");
 }

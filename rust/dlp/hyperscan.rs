@@ -66,6 +66,15 @@ unsafe extern "C" {
     fn hs_valid_platform() -> c_int;
 }
 
+/// Debian's `libhs.a` is compiled as PIE, not PIC: code it inlined from libstdc++ reads glibc's
+/// `__libc_single_threaded` through a PC-relative relocation, which a shared object (our extension) cannot bind to
+/// `libc.so`. This local definition satisfies it. The value 0 means "threads may exist", so that libstdc++ code
+/// always takes its atomic path, which is correct in every case; nothing writes to it.
+#[unsafe(no_mangle)]
+#[used]
+#[allow(non_upper_case_globals)]
+static __libc_single_threaded: u8 = 0;
+
 /// Whether this CPU can run the library (SSSE3 at least).
 pub fn valid_platform() -> bool {
     // SAFETY: no arguments, no preconditions.
