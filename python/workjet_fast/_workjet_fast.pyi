@@ -87,3 +87,107 @@ def encoding_for_model(model: str) -> str:
     """``"o200k_base"`` or ``"cl100k_base"`` for OpenAI models; any other model gets ``"o200k_base"`` as an estimate."""
 
 # --- dlp (rust/py/dlp.rs) ---
+
+@final
+class DlpPolicy:
+    """What to do with DLP findings, for one request or stream.
+
+    ``actions`` maps a rule id to ``"block"``, ``"redact"``, ``"log"`` or ``"allow"`` (allow = the rule does not
+    run); unnamed rules keep their defaults (secrets block a request and are redacted in a response, PII is
+    redacted). ``allow_values`` are exact values that are never findings; ``allow_patterns`` are regexes that must
+    match a whole value. ``disabled`` lists rule ids that do not run. With ``hmac_key``, findings carry the
+    HMAC-SHA256 (hex) of the matched value for correlation; values themselves are never returned.
+    """
+
+    def __new__(
+        cls,
+        actions: dict[str, str] | None = None,
+        allow_values: list[str] | None = None,
+        allow_patterns: list[str] | None = None,
+        disabled: list[str] | None = None,
+        hmac_key: bytes | None = None,
+    ) -> DlpPolicy: ...
+
+@final
+class Finding:
+    """One finding: ``start``/``end`` are character offsets (``text[start:end]``), ``byte_*`` UTF-8 offsets."""
+
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def byte_start(self) -> int: ...
+    @property
+    def byte_end(self) -> int: ...
+
+@final
+class ScanResult:
+    """The DLP decision for one request.
+
+    ``texts`` holds the redacted texts (same order as given) when anything was redacted, else ``None``;
+    ``findings`` is ``(rule_id, entity, action, count)``; ``value_hmacs`` is ``(rule_id, hmac_hex)`` per finding
+    when the policy has an HMAC key, else ``None``.
+    """
+
+    @property
+    def blocked(self) -> bool: ...
+    @property
+    def texts(self) -> list[str] | None: ...
+    @property
+    def findings(self) -> list[tuple[str, str, str, int]]: ...
+    @property
+    def value_hmacs(self) -> list[tuple[str, str]] | None: ...
+
+@final
+class DlpStream:
+    """Streaming scanner for one response text: ``push()`` returns what is safe to send now, ``finish()`` the rest.
+
+    Text is held back only while its tail could still become a match (at most ``DlpEngine.max_holdback`` bytes).
+    Once ``blocked`` is true, nothing more is released. ``findings`` is ``(rule_id, entity, action, value_hmac)``.
+    """
+
+    def push(self, text: str) -> str: ...
+    def finish(self) -> str: ...
+    @property
+    def blocked(self) -> bool: ...
+    @property
+    def findings(self) -> list[tuple[str, str, str, str | None]]: ...
+
+@final
+class DlpEngine:
+    """A compiled DLP ruleset: the built-in rules plus custom rules given as a JSON list.
+
+    A custom rule is ``{"id", "entity", "pattern", "category"?, "action"?, "request_action"?, "response_action"?,
+    "validator"?, "confidence"?, "max_len"?, "keywords"?}``; one with a built-in's id replaces it. ``engine`` is
+    ``"auto"`` (Vectorscan when built in and supported by the CPU, else pure Rust), ``"hyperscan"`` or ``"regex"``;
+    both give identical findings. Raises ``DlpError`` naming the rule when a pattern is invalid.
+    """
+
+    def __new__(cls, rules_json: str | None = None, engine: str = "auto") -> DlpEngine: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def rule_ids(self) -> list[str]: ...
+    @property
+    def max_holdback(self) -> int: ...
+    def scan(self, text: str) -> list[Finding]:
+        """Every finding of every rule, leftmost-longest, without a policy."""
+    def redact(self, text: str, findings: list[Finding]) -> str:
+        """``text`` with each finding replaced by ``[REDACTED:<ENTITY>]``; overlapping findings are merged."""
+    def apply(self, texts: list[str], policy: DlpPolicy | None = None, direction: str = "request") -> ScanResult:
+        """The per-request call: scans all message texts at once and applies ``policy``."""
+    def stream(self, policy: DlpPolicy | None = None) -> DlpStream:
+        """A streaming scanner with response defaults (secrets are redacted, not blocked)."""
+    def relay(
+        self,
+        policy: DlpPolicy | None = None,
+        public_model: str | None = None,
+        max_line_bytes: int = 1048576,
+        max_event_bytes: int = 4194304,
+    ) -> ChunkRelay:
+        """A ``ChunkRelay`` whose every choice's text goes through a streaming scanner of this engine."""
