@@ -24,6 +24,7 @@ FIELDS: tuple[str, ...] = (
     "requested_model",
     "route_kind",
     "served_by",
+    "served_model",
     "attempts",
     "status",
     "error_code",
@@ -65,6 +66,10 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _items(v: Any) -> list[Any] | tuple[Any, ...]:
+    return v if isinstance(v, list | tuple) else ()
+
+
 def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, Any]:
     """The record as stored: known fields only (unknown keys are dropped, so nothing leaks by accident),
     attempts and DLP findings reduced to their documented keys, bodies only when `store_bodies`.
@@ -78,8 +83,8 @@ def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, A
     for k in _TEXTS:
         if rec[k] is not None and not isinstance(rec[k], str):
             rec[k] = str(rec[k])
-    rec["attempts"] = [_pick(a, _ATTEMPT_FIELDS) for a in (raw.get("attempts") or ())]
-    rec["dlp_findings"] = [_pick(f, _FINDING_FIELDS) for f in (raw.get("dlp_findings") or ())]
+    rec["attempts"] = [_pick(a, _ATTEMPT_FIELDS) for a in _items(raw.get("attempts"))]
+    rec["dlp_findings"] = [_pick(f, _FINDING_FIELDS) for f in _items(raw.get("dlp_findings"))]
     if rec["started_at"] is None:
         rec["started_at"] = rec["ended_at"] or 0.0
     if store_bodies:

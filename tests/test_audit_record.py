@@ -1,0 +1,66 @@
+"""The record: known fields only, no secrets or matched values, canonical bytes, the access-log line."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from workjet_fast.audit.record import FIELDS, access_log_line, canonical, normalise
+from workjet_fast.context import Attempt, RequestContext
+
+
+def ctx_record() -> dict[str, object]:
+    ctx = RequestContext(request_id="req-1", key_id="k1", key_name="team", requested_model="gpt-4o-mini")
+    ctx.attempts.append(Attempt("fake/upstream-mini", "ok", 200, 12.5))
+    ctx.dlp_findings.append({"rule_id": "email", "entity": "EMAIL", "count": 2, "direction": "request",
+                             "action": "redact", "value": "alice@example.com"})  # fmt: skip
+    ctx.finish(200)
+    return ctx.record()
+
+
+def test_every_context_field_is_kept() -> None:
+    raw = ctx_record()
+    rec = normalise(raw)
+    assert set(rec) == set(FIELDS)
+    assert set(raw) == set(FIELDS)  # the context and the record schema agree
+    assert rec["attempts"] == [
+        {"deployment": "fake/upstream-mini", "outcome": "ok", "status": 200, "latency_ms": 12.5, "error": None}
+    ]
+
+
+def test_secrets_and_matched_values_are_dropped() -> None:
+    raw = ctx_record() | {"api_key": "sk-live", "authorization": "Bearer sk-live"}
+    text = canonical(normalise(raw)).decode()
+    assert "sk-live" not in text and "alice@example.com" not in text
+    assert orjson.loads(text)["dlp_findings"][0]["count"] == 2
+
+
+def test_bodies_only_when_enabled() -> None:
+    raw = ctx_record() | {"request_body": {"messages": [{"role": "user", "content": "[EMAIL]"}]}}
+    assert "request_body" not in normalise(raw)
+    assert normalise(raw, store_bodies=True)["request_body"] == raw["request_body"]
+
+
+def test_wrong_types_become_none_and_a_request_id_is_made() -> None:
+    rec = normalise({"status": "200", "started_at": "now", "latency_ms": True, "key_id": 7})
+    assert rec["status"] is None and rec["started_at"] == 0.0 and rec["latency_ms"] is None
+    assert rec["key_id"] == "7" and len(rec["request_id"]) == 32
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), st.one_of(st.none(), st.integers(), st.floats(), st.text()), max_size=8)
+)
+def test_canonical_bytes_do_not_depend_on_key_order(raw: dict[str, object]) -> None:
+    rec = normalise(raw)
+    reordered = dict(reversed(list(rec.items())))
+    assert canonical(rec) == canonical(reordered)
+    assert orjson.loads(canonical(rec))["request_id"] == rec["request_id"]
+
+
+def test_access_log_line() -> None:
+    line = access_log_line(ctx_record() | {"api_key": "sk-live"})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    body = orjson.loads(line)
+    assert body["request_id"] == "req-1" and body["status"] == 200 and body["model"] == "gpt-4o-mini"
+    assert b"sk-live" not in line
