@@ -18,10 +18,11 @@ from typing import TypeVar
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from workjet_fast.config.limits import LimitsConfig, LimitSpec
 from workjet_fast.errors import RateLimited
-from workjet_fast.pipeline.limits import Admission
+from workjet_fast.pipeline.limits import Admission, MemoryLimiter
 from workjet_fast.pipeline.limits_redis import RedisLimiter
 
 pytestmark = pytest.mark.redis
@@ -54,7 +55,7 @@ class FakeClock:
     """Microseconds, shared by the limiters of a test in place of Redis TIME."""
 
     def __init__(self) -> None:
-        self.now = 1_000_000_000_000_000
+        self.now = 100_000_000_000_000  # µs, the magnitude of the script's TIME-based clock
 
     def __call__(self) -> int:
         return self.now
@@ -332,3 +333,67 @@ def test_one_round_trip_per_admit_and_per_settle(redis_url: str, prefix: str) ->
             assert calls == ["EVALSHA"]
 
     run(go)
+
+
+# ---- the Lua script and the in-process limiter implement the same algorithm ------------------------------------
+
+_STEP = st.tuples(
+    st.integers(min_value=0, max_value=15_000),  # ms since the previous step
+    st.integers(min_value=0, max_value=400),  # prompt tokens
+    st.sampled_from([None, 0, 50, 300]),  # max completion tokens
+    st.integers(min_value=0, max_value=400),  # completion tokens actually used
+    st.booleans(),  # settle right away (else the request stays in flight)
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    spec=st.builds(
+        LimitSpec,
+        rpm=st.sampled_from([None, 1, 3, 7, 60]),
+        tpm=st.sampled_from([None, 500, 1000, 7777]),
+        concurrency=st.sampled_from([None, 1, 2, 5]),
+    ),
+    steps=st.lists(_STEP, min_size=1, max_size=25),
+)
+def test_redis_and_memory_backends_decide_alike(redis_url: str, spec: LimitSpec, steps: list[Step]) -> None:
+    async def go() -> None:
+        us = FakeClock()
+        mem = MemoryLimiter(LimitsConfig(completion_estimate=100), clock=lambda: us.now / 1e6)
+        prefix = f"test:limits:{uuid.uuid4().hex}:"
+        async with limiters(1, redis_url, prefix, us, completion_estimate=100, lease_seconds=3600.0) as (red,):
+            for gap_ms, prompt, max_c, used, settle_now in steps:
+                us.advance(gap_ms / 1000)
+                outcomes = []
+                for lim in (mem, red):
+                    try:
+                        a = await lim.admit("k", spec, prompt, max_c)
+                    except RateLimited as e:
+                        outcomes.append(("refused", e.message, e.headers))
+                        continue
+                    outcomes.append(("admitted", a.reserved, a.headers))
+                    if settle_now:
+                        await lim.settle(a, prompt, used)
+                _assert_alike(outcomes[0], outcomes[1])
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=prefix + "*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+    run(go)
+
+
+Step = tuple[int, int, int | None, int, bool]
+
+
+def _assert_alike(mem: tuple[str, object, dict[str, str]], red: tuple[str, object, dict[str, str]]) -> None:
+    """Decisions, messages and Retry-After match exactly; remaining counts may differ by one and reset durations
+    by a millisecond where Redis's µs doubles round differently from the in-process clock."""
+    assert mem[:2] == red[:2]
+    assert mem[2].keys() == red[2].keys()
+    for name, value in mem[2].items():
+        if "remaining" in name:
+            assert abs(int(value) - int(red[2][name])) <= 1, (name, value, red[2][name])
+        elif "reset" not in name:
+            assert value == red[2][name], name

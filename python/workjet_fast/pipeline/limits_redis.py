@@ -46,8 +46,9 @@ log = logging.getLogger("workjet.limits")
 _NOW = """
 local now
 if ARGV[NOW_ARG] == '' then
+  -- µs since 2023-11-14 (1.7e9 s): smaller numbers keep doubles precise to 1/64 µs for centuries
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = (tonumber(t[1]) - 1700000000) * 1000000 + tonumber(t[2])
 else
   now = tonumber(ARGV[NOW_ARG])
 end
@@ -57,8 +58,10 @@ ADMIT_LUA = (
     """
 -- KEYS: rpm bucket, tpm bucket, concurrency leases
 -- ARGV: rpm, tpm, concurrency (0 = no limit), tokens to reserve, lease id, lease ttl (µs), now (µs, '' = TIME)
--- returns {hit bits (1 rpm, 2 tpm, 4 concurrency), wait µs, rpm level µs, tpm level µs}
+-- returns {hit bits (1 rpm, 2 tpm, 4 concurrency), wait µs, rpm level µs, tpm level µs}, the last three as
+-- strings: a number in a Lua reply would be truncated to an integer
 local W = 60000000
+local function f(x) return string.format('%.17g', x) end
 """
     + _NOW.replace("NOW_ARG", "7")
     + """
@@ -80,7 +83,7 @@ if conc > 0 then
   if redis.call('ZCARD', KEYS[3]) >= conc then hit = hit + 4 end
 end
 if hit > 0 then
-  return {hit, math.ceil(wait), math.floor(r_tat - now), math.floor(t_tat - now)}
+  return {hit, f(wait), f(r_tat - now), f(t_tat - now)}
 end
 if rpm > 0 then
   redis.call('SET', KEYS[1], string.format('%.17g', r_new), 'PX', math.ceil((r_new - now) / 1000) + 1000)
@@ -93,7 +96,7 @@ if conc > 0 then
   redis.call('ZADD', KEYS[3], now + ttl, ARGV[5])
   redis.call('PEXPIRE', KEYS[3], math.ceil(ttl / 1000) + 1000)
 end
-return {0, 0, math.floor(r_new - now), math.floor(t_new - now)}
+return {0, '0', f(r_new - now), f(t_new - now)}
 """
 )
 
@@ -210,23 +213,24 @@ class RedisLimiter(Limiter):
         lease = f"{self._lease_base}{next(self._seq)}" if conc is not None else ""
         base = f"{self._prefix}{{{key_id}}}"
         try:
-            hit, wait, r_level, t_level = await self._admit_script(
+            hit, wait_us, r_us, t_us = await self._admit_script(
                 keys=(base + ":r", base + ":t", base + ":c"),
                 args=(rpm or 0, tpm or 0, conc or 0, cost, lease, self._ttl_us, self._now()),
             )
+            r_level, t_level = float(r_us) / 1e6, float(t_us) / 1e6
         except _BACKEND_ERRORS as e:
             return self._outage(key_id, spec, e)
         if self._log.down:
             self._log.recovered()
         if hit:
             self._count_rejection(hit)
-            raise rejection(spec, hit, wait / 1e6, r_level / 1e6, t_level / 1e6)
+            raise rejection(spec, hit, float(wait_us) / 1e6, r_level, t_level)
         self._counts["admitted"] += 1
         if lease:
             self._live[lease] = base + ":c"
             if self._renewer is None or self._renewer.done():
                 self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
-        return Admission(key_id, spec, cost, lease or None, ratelimit_headers(spec, r_level / 1e6, t_level / 1e6))
+        return Admission(key_id, spec, cost, lease or None, ratelimit_headers(spec, r_level, t_level))
 
     def _outage(self, key_id: str, spec: LimitSpec, exc: BaseException) -> Admission:
         self._counts["backend_errors"] += 1
