@@ -73,15 +73,15 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
         *gateway.admin_routes(),
     ]
     starlette = Starlette(routes=routes, lifespan=gateway.lifespan)
-    starlette.add_exception_handler(404, lambda r, e: not_found(r))  # type: ignore[arg-type,return-value]
-    starlette.add_exception_handler(405, lambda r, e: _method_not_allowed(r))  # type: ignore[arg-type,return-value]
+    starlette.add_exception_handler(404, lambda r, e: not_found(r))
+    starlette.add_exception_handler(405, lambda r, e: _method_not_allowed(r))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == CHAT_PATH:
             if scope["method"] == "POST":
                 await chat(scope, receive, send)
                 return
-        await starlette(scope, receive, send)  # type: ignore[arg-type]
+        await starlette(scope, receive, send)
 
     app.gateway = gateway  # type: ignore[attr-defined]
     return app

@@ -4,17 +4,25 @@ DLP, audit and metrics; and their start-up and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.routing import BaseRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
+from workjet_fast import metrics
+from workjet_fast.audit import AuditLog, access_log_line, admin as audit_admin
 from workjet_fast.auth import KeyCache, KeyRecord, KeyStore
 from workjet_fast.config import Settings
 from workjet_fast.context import RequestContext
+from workjet_fast.errors import error_body
+from workjet_fast.pipeline.limits import make_limiter
 from workjet_fast.pipeline.route import Router
 from workjet_fast.providers import Provider, make_provider
 from workjet_fast.storage import open_database
@@ -22,7 +30,6 @@ from workjet_fast.storage import open_database
 __all__ = ["Gateway"]
 
 log = logging.getLogger("workjet.gateway")
-access_log = logging.getLogger("workjet.access")
 
 
 class Gateway:
@@ -32,6 +39,14 @@ class Gateway:
         self.keys = KeyCache(KeyStore(self.db), settings.auth.refresh_seconds)
         self.providers: dict[str, Provider] = {name: make_provider(p) for name, p in settings.providers.items()}
         self.router = Router(settings, self.providers)
+        self.limiter = make_limiter(settings.limits, settings.server.workers)
+        self.audit = AuditLog.open(settings.audit, settings.storage_url)
+        self.metrics = metrics.METRICS
+        self.metrics.register_audit(self.audit)
+        self.metrics.register_circuits(
+            lambda: {label: b["state"] for label, b in self.router.breakers.snapshot().items()}
+        )
+        self._access_out = sys.stderr.buffer if settings.server.access_log else None
         self.started = time.time()
         self._models_created = int(self.started)
 
@@ -40,12 +55,16 @@ class Gateway:
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self.keys.load)
         self.keys.start()
+        self.audit.start()
         try:
             yield
         finally:
             await self.keys.stop()
             for p in self.providers.values():
                 await p.aclose()
+            await self.limiter.aclose()
+            # Every queued audit record reaches the database or the spill file before the process exits.
+            await asyncio.to_thread(self.audit.close)
             self.db.close()
 
     async def readiness(self) -> list[str]:
@@ -63,23 +82,85 @@ class Gateway:
                 out.append({"id": mid, "object": "model", "created": self._models_created, "owned_by": m.owned_by})
         for tname in self.settings.tiers:
             if key.may_use(tname, True):
-                out.append({"id": tname, "object": "model", "created": self._models_created, "owned_by": "workjet-tier"})
+                out.append(
+                    {"id": tname, "object": "model", "created": self._models_created, "owned_by": "workjet-tier"}
+                )
         return out
 
     def audit_submit(self, ctx: RequestContext) -> None:
-        """Hand the finished request to the audit log (off the request path) and the access log."""
-        if self.settings.server.access_log and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s %s %.1fms",
-                ctx.request_id,
-                ctx.path,
-                ctx.status,
-                ctx.error_code or "-",
-                ctx.latency_ms or 0.0,
-            )
+        """The end of every request, accepted or rejected: metrics, the access log, the audit log."""
+        self.metrics.observe_request(
+            ctx.status,
+            ctx.served_model or ctx.requested_model,
+            ctx.requested_model if ctx.route_kind == "tier" else None,
+            ctx.served_by,
+            (ctx.latency_ms or 0.0) / 1000.0,
+            ctx.upstream_ms / 1000.0 if ctx.attempts else None,
+            ctx.prompt_tokens,
+            ctx.completion_tokens,
+        )
+        record = ctx.record()
+        if self._access_out is not None:
+            try:
+                self._access_out.write(access_log_line(record))
+                self._access_out.flush()
+            except (OSError, ValueError):
+                pass
+        self.audit.submit(record)
 
     def metrics_text(self) -> bytes:
-        return b""
+        return self.metrics.render()
 
     def admin_routes(self) -> list[BaseRoute]:
-        return []
+        """`/admin/*`, behind `server.admin_token` (404 when no token is configured)."""
+        token = self.settings.server.admin_token
+        expected = f"Bearer {token}".encode()
+
+        def denied(request: Request) -> Response | None:
+            if not token:
+                return Response(error_body("Not found", "invalid_request_error", "not_found"), 404)
+            if not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
+                body = error_body("A valid admin token is required.", "authentication_error", "unauthorized")
+                return Response(body, 401, media_type="application/json")
+            return None
+
+        async def health(request: Request) -> Response:
+            return denied(request) or JSONResponse(
+                {**self.router.health(), "limiter": self.limiter.stats(), "audit": self.audit.stats()}
+            )
+
+        async def key_limits(request: Request) -> Response:
+            """GET or PUT a key's limits: {"rpm": 60, "tpm": 100000, "concurrency": 4} (null removes one)."""
+            if (d := denied(request)) is not None:
+                return d
+            key_id = request.path_params["key_id"]
+            store = self.keys.store
+            rec = await asyncio.to_thread(store.get, key_id)
+            if rec is None:
+                return Response(error_body(f"No key {key_id}", "invalid_request_error", "not_found"), 404)
+            if request.method == "GET":
+                return JSONResponse(rec.public())
+            try:
+                patch = await request.json()
+            except ValueError:
+                patch = None
+            if not isinstance(patch, dict) or any(
+                k not in ("rpm", "tpm", "concurrency") or not (v is None or (isinstance(v, int) and v > 0))
+                for k, v in patch.items()
+            ):
+                body = error_body(
+                    "Send a JSON object with rpm, tpm and/or concurrency: positive integers or null.",
+                    "invalid_request_error",
+                    "bad_request",
+                )
+                return Response(body, 400, media_type="application/json")
+            limits = {k: v for k, v in {**rec.limits, **patch}.items() if v is not None}
+            await asyncio.to_thread(store.set_limits, key_id, limits)
+            await self.keys.reload()
+            return JSONResponse({**rec.public(), "limits": limits})
+
+        return [
+            Route("/admin/health", health, methods=["GET"]),
+            Route("/admin/keys/{key_id}/limits", key_limits, methods=["GET", "PUT"]),
+            *audit_admin.routes(self.audit, token),
+        ]

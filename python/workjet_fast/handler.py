@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from workjet_fast._workjet_fast import ChunkRelay
+from workjet_fast._workjet_fast import ChunkRelay, count_chat_tokens, count_tokens
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import GatewayError, PayloadTooLarge
 from workjet_fast.gateway import Gateway
@@ -91,21 +91,45 @@ class ChatHandler:
             raise _forbidden(route)
         _apply_cap(body, route)
 
-        if stream:
-            await self._stream(route, body, receive, send, ctx, headers)
-        else:
-            result = await self.gw.router.complete(route, body, ctx)
-            _account_usage(ctx, result.get("usage"))
-            choices = result.get("choices")
-            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-                ctx.finish_reason = choices[0].get("finish_reason")
-            result["model"] = ctx.served_model or route.public_id
-            payload = orjson.dumps(result)
-            ctx.finish(200)
-            headers.append(_JSON)
-            headers.append(_overhead(ctx))
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
+        limiter = self.gw.limiter
+        spec = limiter.spec_for(key.limits, route.public_id, route.is_tier)
+        prompt_tokens = count_chat_tokens(_chat_texts(body["messages"]), model)
+        ctx.prompt_tokens, ctx.prompt_tokens_source = prompt_tokens, "gateway"
+        max_out = body.get("max_tokens") or body.get("max_completion_tokens")
+        try:
+            admission = await limiter.admit(key.id, spec, prompt_tokens, max_out)
+        except GatewayError as e:
+            if e.status == 429:
+                self.gw.metrics.rate_limited(e.message.split(":", 1)[0])
+            raise
+        headers.extend((k.encode(), v.encode()) for k, v in admission.headers.items())
+        try:
+            if stream:
+                await self._stream(route, body, receive, send, ctx, headers)
+            else:
+                await self._complete(route, body, send, ctx, headers)
+        finally:
+            await limiter.settle(admission, ctx.prompt_tokens or 0, ctx.completion_tokens or 0)
+
+    async def _complete(
+        self, route: Route, body: dict[str, Any], send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        result = await self.gw.router.complete(route, body, ctx)
+        _account_usage(ctx, result.get("usage"))
+        choices = result.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            ctx.finish_reason = choices[0].get("finish_reason")
+            if ctx.completion_tokens is None:
+                text = (choices[0].get("message") or {}).get("content")
+                if isinstance(text, str):
+                    ctx.completion_tokens, ctx.completion_tokens_source = count_tokens(text), "gateway"
+        result["model"] = ctx.served_model or route.public_id
+        payload = orjson.dumps(result)
+        ctx.finish(200)
+        headers.append(_JSON)
+        headers.append(_overhead(ctx))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def _stream(
         self,
@@ -144,6 +168,10 @@ class ChatHandler:
             usage = relay.usage
             if usage is not None:
                 _account_usage(ctx, {"prompt_tokens": usage[0], "completion_tokens": usage[1]})
+            else:
+                # No usage from the provider: estimate from the characters released (~4 per token).
+                ctx.completion_tokens = -(-relay.content_chars // 4)
+                ctx.completion_tokens_source = "gateway"
             ctx.finish_reason = relay.finish_reason
             ctx.finish(200, ctx.error_code)
         finally:
@@ -205,6 +233,23 @@ def _apply_cap(body: dict[str, Any], route: Route) -> None:
             body[name] = cap
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = cap
+
+
+def _chat_texts(messages: list[Any]) -> list[tuple[str, str, str | None]]:
+    """(role, text, name) per message for the token counter: text parts joined, tool arguments included."""
+    out: list[tuple[str, str, str | None]] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        elif not isinstance(content, str):
+            content = ""
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                content += str(call["function"].get("arguments") or "")
+        name = m.get("name")
+        out.append((str(m.get("role")), content, name if isinstance(name, str) else None))
+    return out
 
 
 def _account_usage(ctx: RequestContext, usage: Any) -> None:

@@ -7,6 +7,7 @@ A `Section` never raises: it records a `Problem` and returns a default, so one p
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -54,11 +55,11 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     return out
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
 
 
 def interpolate(value: str, path: str, problems: list[Problem], line: int | None) -> str:
@@ -140,7 +141,14 @@ class Section:
             return None if default is _MISSING else default
         return value
 
-    def int(self, key: str, default: Any = _MISSING, *, required: bool = False, min: int | None = None) -> Any:
+    def int(
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        required: builtins.bool = False,
+        min: builtins.int | None = None,
+    ) -> Any:
         def check(v: Any) -> int | None:
             if isinstance(v, str):
                 v = interpolate(v, self._p(key), self.problems, self.line_of(key))
@@ -155,7 +163,14 @@ class Section:
         what = "an integer" if min is None else f"an integer >= {min}"
         return self._typed(key, default, required, check, what)
 
-    def float(self, key: str, default: Any = _MISSING, *, required: bool = False, positive: bool = False) -> Any:
+    def float(
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        required: builtins.bool = False,
+        positive: builtins.bool = False,
+    ) -> Any:
         def check(v: Any) -> float | None:
             if isinstance(v, str):
                 v = interpolate(v, self._p(key), self.problems, self.line_of(key))
@@ -169,10 +184,10 @@ class Section:
 
         return self._typed(key, default, required, check, "a number > 0" if positive else "a number")
 
-    def bool(self, key: str, default: Any = _MISSING, *, required: bool = False) -> Any:
+    def bool(self, key: builtins.str, default: Any = _MISSING, *, required: builtins.bool = False) -> Any:
         return self._typed(key, default, required, lambda v: v if isinstance(v, bool) else None, "true or false")
 
-    def str_list(self, key: str, default: Any = _MISSING, *, required: bool = False) -> Any:
+    def str_list(self, key: builtins.str, default: Any = _MISSING, *, required: builtins.bool = False) -> Any:
         def check(v: Any) -> list[str] | None:
             if isinstance(v, str):
                 return [v]
@@ -182,18 +197,20 @@ class Section:
 
         return self._typed(key, default, required, check, "a list of strings")
 
-    def section(self, key: str, *, required: bool = False) -> Section:
+    def section(self, key: builtins.str, *, required: builtins.bool = False) -> Section:
         raw = self._raw(key, None, required)
         return Section(raw, self._p(key), self.problems, self.line_of(key))
 
-    def items(self, key: str, *, required: bool = False) -> Iterator[tuple[str, Section]]:
+    def items(self, key: builtins.str, *, required: builtins.bool = False) -> Iterator[tuple[builtins.str, Section]]:
         """The entries of a mapping of named sections (``providers: {name: {...}}``)."""
         parent = self.section(key, required=required)
         for name, value in list(parent.data.items()):
             parent._seen.add(name)
             yield name, Section(value, parent._p(name), self.problems, parent.line_of(name))
 
-    def list(self, key: str, *, required: bool = False) -> list[tuple[Any, str, int | None]]:
+    def list(
+        self, key: builtins.str, *, required: builtins.bool = False
+    ) -> builtins.list[tuple[Any, builtins.str, builtins.int | None]]:
         """The items of a list with their paths: ``[(value, "tiers.standard.models[0]", line)]``."""
         raw = self._raw(key, None, required)
         if raw is None or raw is _MISSING:

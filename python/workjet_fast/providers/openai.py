@@ -33,7 +33,8 @@ class OpenAIProvider(Provider):
 
     def _url(self, model: str) -> str:
         if self.config.type == "azure_openai":
-            return f"{self.config.base_url}/openai/deployments/{model}/chat/completions?api-version={self.config.api_version}"
+            base = f"{self.config.base_url}/openai/deployments/{model}"
+            return f"{base}/chat/completions?api-version={self.config.api_version}"
         return f"{self.config.base_url}/chat/completions"
 
     def _body(self, model: str, body: dict[str, Any]) -> bytes:

@@ -40,7 +40,9 @@ class Database:
                 path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
                 if path not in ("", ":memory:"):
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None, timeout=30)
+                conn: Any = sqlite3.connect(
+                    path or ":memory:", check_same_thread=False, isolation_level=None, timeout=30
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
