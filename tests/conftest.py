@@ -116,7 +116,9 @@ class GatewayProc:
         return self.log.read_text(errors="replace")
 
 
-def start_gateway(config_text: str, tmp: Path, port: int | None = None, env: dict[str, str] | None = None) -> GatewayProc:
+def start_gateway(
+    config_text: str, tmp: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> GatewayProc:
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "workjet.yaml"
     config.write_text(config_text)
