@@ -349,3 +349,14 @@ def test_retry_after_is_whole_seconds_rounded_up() -> None:
         assert refused.headers["Retry-After"] == str(math.ceil(60 / 7))
 
     run(go)
+
+
+def test_make_limiter_redis_is_shared_whatever_the_worker_count() -> None:
+    from workjet_fast.pipeline.limits_redis import RedisLimiter
+
+    async def go() -> None:
+        lim = make_limiter(LimitsConfig(backend="redis"), workers=8)  # connects lazily: no server needed here
+        assert isinstance(lim, RedisLimiter)
+        await lim.aclose()
+
+    run(go)
