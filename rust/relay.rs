@@ -538,6 +538,13 @@ fn write_json_frame(out: &mut Vec<u8>, value: &Value) {
 
 /// A frame as it arrived; a multi-line payload keeps one `data:` line per line.
 fn write_raw_frame(out: &mut Vec<u8>, data: &[u8]) {
+    if memchr::memchr(b'\n', data).is_none() {
+        out.reserve(data.len() + 8);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\n\n");
+        return;
+    }
     for line in data.split(|&b| b == b'\n') {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line);
