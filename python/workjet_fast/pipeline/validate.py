@@ -68,7 +68,7 @@ def _content(msg: dict[str, Any], i: int, role: str) -> None:
         if not isinstance(part, dict):
             raise BadRequest(f"`{pp}` must be an object with a `type`.", param=pp)
         ptype = part.get("type")
-        if ptype not in _PART_TYPES:
+        if not isinstance(ptype, str) or ptype not in _PART_TYPES:
             raise BadRequest(f"`{pp}.type` must be one of {', '.join(sorted(_PART_TYPES))}.", param=f"{pp}.type")
         if ptype == "text" and not isinstance(part.get("text"), str):
             raise BadRequest(f"`{pp}.text` must be a string.", param=f"{pp}.text")
@@ -86,7 +86,7 @@ def validate_chat(body: dict[str, Any]) -> tuple[str, bool]:
         if not isinstance(msg, dict):
             raise BadRequest(f"`messages[{i}]` must be an object.", param=f"messages[{i}]")
         role = msg.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRequest(
                 f"`messages[{i}].role` must be one of system, user, assistant, developer, tool; got {role!r}.",
                 param=f"messages[{i}].role",
