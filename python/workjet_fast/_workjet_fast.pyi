@@ -174,6 +174,9 @@ class DlpEngine:
     @property
     def rule_ids(self) -> list[str]: ...
     @property
+    def rules(self) -> list[tuple[str, str, str]]:
+        """``(rule_id, entity, category)`` of every rule; category is ``"secret"`` or ``"pii"``."""
+    @property
     def max_holdback(self) -> int: ...
     def scan(self, text: str) -> list[Finding]:
         """Every finding of every rule, leftmost-longest, without a policy."""

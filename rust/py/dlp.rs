@@ -131,6 +131,22 @@ impl PyDlpEngine {
         self.inner.rules().iter().map(|r| r.rule.id.clone()).collect()
     }
 
+    /// `(rule_id, entity, category)` of every rule, for expanding per-entity policies to rule ids.
+    #[getter]
+    fn rules(&self) -> Vec<(String, String, &'static str)> {
+        self.inner
+            .rules()
+            .iter()
+            .map(|r| {
+                let category = match r.rule.category {
+                    dlp::rules::Category::Secret => "secret",
+                    dlp::rules::Category::Pii => "pii",
+                };
+                (r.rule.id.clone(), r.rule.entity.clone(), category)
+            })
+            .collect()
+    }
+
     /// Worst-case stream hold-back in bytes.
     #[getter]
     fn max_holdback(&self) -> usize {
