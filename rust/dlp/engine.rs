@@ -136,9 +136,7 @@ impl CompiledRule {
                 fs,
                 fe,
             });
-            if let Some(kw) = &self.keywords
-                && !kw.is_match(&hay[ms..me])
-            {
+            if self.keywords.as_ref().is_some_and(|kw| !kw.is_match(&hay[ms..me])) {
                 cand = None;
             }
             if let (Some(c), Some(v)) = (cand.as_mut(), self.rule.validator) {
@@ -272,9 +270,7 @@ impl RegexFinder {
                 }
             }
         }
-        if let Some(re) = &self.union
-            && self.union_rule.iter().any(|&r| active[r])
-        {
+        if let (Some(re), true) = (&self.union, self.union_rule.iter().any(|&r| active[r])) {
             let mut set = PatternSet::new(re.pattern_len());
             re.which_overlapping_matches(&Input::new(hay), &mut set);
             for pid in set.iter() {
@@ -359,6 +355,19 @@ impl Engine {
     #[cfg(not(feature = "hyperscan"))]
     fn hyperscan_finder(_rules: &[CompiledRule]) -> Result<Finder, DlpError> {
         Err(DlpError::Engine("this build has no hyperscan feature".into()))
+    }
+
+    /// Rules the Vectorscan database could not take (always confirmed by the Rust regex); empty for `regex`.
+    pub fn hyperscan_fallback_rules(&self) -> Vec<&str> {
+        match &self.finder {
+            Finder::Regex(_) => Vec::new(),
+            #[cfg(feature = "hyperscan")]
+            Finder::Hyperscan(f) => f
+                .fallback_rules()
+                .iter()
+                .map(|&i| self.rules[i].rule.id.as_str())
+                .collect(),
+        }
     }
 
     pub fn kind(&self) -> EngineKind {

@@ -69,11 +69,12 @@ unsafe extern "C" {
 /// Debian's `libhs.a` is compiled as PIE, not PIC: code it inlined from libstdc++ reads glibc's
 /// `__libc_single_threaded` through a PC-relative relocation, which a shared object (our extension) cannot bind to
 /// `libc.so`. This local definition satisfies it. The value 0 means "threads may exist", so that libstdc++ code
-/// always takes its atomic path, which is correct in every case; nothing writes to it.
+/// always takes its atomic path, which is correct in every case. In an executable (the test binaries) this
+/// definition interposes glibc's, which glibc itself may write (only ever to 0): hence writable memory.
 #[unsafe(no_mangle)]
 #[used]
 #[allow(non_upper_case_globals)]
-static __libc_single_threaded: u8 = 0;
+static __libc_single_threaded: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Whether this CPU can run the library (SSSE3 at least).
 pub fn valid_platform() -> bool {

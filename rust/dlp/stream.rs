@@ -111,9 +111,7 @@ impl StreamScanner {
                     continue;
                 }
                 let max = self.engine.rules()[i].max_len;
-                if let Some(m) = max
-                    && len - p > m + 1
-                {
+                if max.is_some_and(|m| len - p > m + 1) {
                     continue;
                 }
                 if self.open_at(i, hay, p) {

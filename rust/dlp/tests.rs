@@ -65,6 +65,13 @@ fn every_builtin_rule_has_examples() {
 }
 
 #[test]
+fn vectorscan_takes_every_builtin_rule() {
+    for e in engines() {
+        assert_eq!(e.hyperscan_fallback_rules(), Vec::<&str>::new());
+    }
+}
+
+#[test]
 fn corpus_matches_and_near_misses() {
     for e in engines() {
         for (rule, matches, misses) in corpus() {
