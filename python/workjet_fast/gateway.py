@@ -22,6 +22,7 @@ from workjet_fast.auth import KeyCache, KeyRecord, KeyStore
 from workjet_fast.config import Settings
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import error_body
+from workjet_fast.pipeline.dlp import Dlp
 from workjet_fast.pipeline.limits import make_limiter
 from workjet_fast.pipeline.route import Router
 from workjet_fast.providers import Provider, make_provider
@@ -39,6 +40,7 @@ class Gateway:
         self.keys = KeyCache(KeyStore(self.db), settings.auth.refresh_seconds)
         self.providers: dict[str, Provider] = {name: make_provider(p) for name, p in settings.providers.items()}
         self.router = Router(settings, self.providers)
+        self.dlp = Dlp(settings.dlp)
         self.limiter = make_limiter(settings.limits, settings.server.workers)
         self.audit = AuditLog.open(settings.audit, settings.storage_url)
         self.metrics = metrics.METRICS

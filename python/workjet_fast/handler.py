@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from workjet_fast._workjet_fast import ChunkRelay, count_chat_tokens, count_tokens
+from workjet_fast._workjet_fast import count_chat_tokens, count_tokens
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import GatewayError, PayloadTooLarge
 from workjet_fast.gateway import Gateway
@@ -90,6 +90,7 @@ class ChatHandler:
         if not key.may_use(route.public_id, route.is_tier):
             raise _forbidden(route)
         _apply_cap(body, route)
+        self.gw.dlp.scan_request(body, ctx, route.public_id)
 
         limiter = self.gw.limiter
         spec = limiter.spec_for(key.limits, route.public_id, route.is_tier)
@@ -123,10 +124,12 @@ class ChatHandler:
                 text = (choices[0].get("message") or {}).get("content")
                 if isinstance(text, str):
                     ctx.completion_tokens, ctx.completion_tokens_source = count_tokens(text), "gateway"
+        self.gw.dlp.scan_response(result, ctx, route.public_id)
         result["model"] = ctx.served_model or route.public_id
         payload = orjson.dumps(result)
         ctx.finish(200)
         headers.append(_JSON)
+        headers.append((b"x-workjet-dlp", ctx.dlp_state.encode()))
         headers.append(_overhead(ctx))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -141,8 +144,10 @@ class ChatHandler:
         headers: list[tuple[bytes, bytes]],
     ) -> None:
         upstream = await self.gw.router.stream(route, body, ctx)
-        relay = ChunkRelay(ctx.served_model or route.public_id)
+        relay = self.gw.dlp.relay(ctx.served_model or route.public_id, ctx, route.public_id)
         headers.extend(_SSE_HEADERS)
+        # A stream's headers leave before its text is scanned: the header tells the request side only.
+        headers.append((b"x-workjet-dlp", ctx.dlp_state.encode()))
         headers.append(_overhead(ctx))
         watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
         ctx.status = 200
@@ -173,6 +178,7 @@ class ChatHandler:
                 ctx.completion_tokens = -(-relay.content_chars // 4)
                 ctx.completion_tokens_source = "gateway"
             ctx.finish_reason = relay.finish_reason
+            self.gw.dlp.record_stream(relay, ctx)
             ctx.finish(200, ctx.error_code)
         finally:
             watcher.cancel()
