@@ -215,6 +215,29 @@ def test_submit_never_raises(tmp_path: Path) -> None:
     assert "odd" in got and len(got) == 2
 
 
+def test_hostile_values_are_stored_on_both_engines(tmp_path: Path, url: str) -> None:
+    log = AuditLog.open(cfg_for(tmp_path), url)
+    log.start()
+    nasty = "a\x00b\ud800c\u2028"
+    log.submit(record(1, key_name=nasty, user=nasty, path=nasty, requested_model=nasty))
+    log.submit(
+        record(
+            2, status=2**80, prompt_tokens=-1, completion_tokens=2**70, latency_ms=float("nan"), started_at=float("inf")
+        )
+    )
+    log.submit({"request_id": nasty, "status": 200})
+    assert log.close()
+    assert log.stats()["written"] == 3 and log.stats()["spilled"] == 0
+    store = AuditStore.open(url)
+    got = {r["request_id"]: r for r in store.export(Filters())}
+    assert verify(store).ok
+    store.close()
+    assert got["req-1"]["key_name"] == "a\ufffdb?c\u2028"
+    assert got["req-2"]["status"] is None and got["req-2"]["completion_tokens"] is None
+    assert got["req-2"]["latency_ms"] is None and got["req-2"]["started_at"] == got["req-2"]["ended_at"]
+    assert len(got) == 3
+
+
 def test_bodies_only_when_enabled(tmp_path: Path) -> None:
     for store_bodies in (False, True):
         url = f"sqlite:///{tmp_path}/bodies-{store_bodies}.db"

@@ -6,6 +6,7 @@ covers, so verification never re-serialises: it hashes the stored text.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -54,16 +55,29 @@ def _pick(item: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 _NUMBERS = ("started_at", "ended_at", "latency_ms", "upstream_ms", "upstream_ttfb_ms")
-_INTS = ("status", "prompt_tokens", "completion_tokens")
+_INTS = ("status",)
+_COUNTS = ("prompt_tokens", "completion_tokens")
 _TEXTS = ("key_id", "key_name", "requested_model", "served_by")  # indexed columns
 
 
 def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        f = float(v) if -1e300 < v < 1e300 else math.nan
+        return f if math.isfinite(f) else None
+    return None
 
 
 def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    ok = isinstance(v, int) and not isinstance(v, bool) and -(2**31) <= v < 2**31  # an INTEGER column
+    return v if ok else None
+
+
+def _text(v: Any) -> str:
+    # Indexed columns must be storable on both engines: no NUL (PostgreSQL TEXT), no lone surrogates.
+    s = v if isinstance(v, str) else str(v)
+    if s.isascii() and "\x00" not in s:
+        return s
+    return s.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def _items(v: Any) -> list[Any] | tuple[Any, ...]:
@@ -75,14 +89,17 @@ def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, A
     attempts and DLP findings reduced to their documented keys, bodies only when `store_bodies`.
     Values of the wrong type become None (numbers, indexed strings) so a bad record is still written."""
     rec = {k: raw.get(k) for k in FIELDS}
-    rec["request_id"] = str(rec["request_id"]) if rec["request_id"] else uuid.uuid4().hex
+    rec["request_id"] = _text(rec["request_id"]) if rec["request_id"] else uuid.uuid4().hex
     for k in _NUMBERS:
         rec[k] = _number(rec[k])
     for k in _INTS:
         rec[k] = _int(rec[k])
+    for k in _COUNTS:
+        v = rec[k]
+        rec[k] = v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 else None
     for k in _TEXTS:
-        if rec[k] is not None and not isinstance(rec[k], str):
-            rec[k] = str(rec[k])
+        if rec[k] is not None:
+            rec[k] = _text(rec[k])
     rec["attempts"] = [_pick(a, _ATTEMPT_FIELDS) for a in _items(raw.get("attempts"))]
     rec["dlp_findings"] = [_pick(f, _FINDING_FIELDS) for f in _items(raw.get("dlp_findings"))]
     if rec["started_at"] is None:
@@ -96,7 +113,22 @@ def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, A
 
 def canonical(rec: dict[str, Any]) -> bytes:
     """Deterministic JSON bytes: sorted keys, no whitespace; values orjson cannot encode become strings."""
-    return orjson.dumps(rec, default=str, option=_OPTS)
+    try:
+        return orjson.dumps(rec, default=str, option=_OPTS)
+    except TypeError:  # e.g. an integer beyond 64 bits: keep the record, as text
+        return orjson.dumps(_safe(rec), default=str, option=_OPTS)
+
+
+def _safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_safe(x) for x in v]
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+        return str(v)
+    if isinstance(v, str):
+        return v.encode("utf-8", "replace").decode("utf-8")  # lone surrogates
+    return v
 
 
 def access_log_line(raw: dict[str, Any]) -> bytes:

@@ -180,10 +180,9 @@ class AuditWriter:
             try:
                 rows += chain.link([rec])
             except Exception:
-                log.exception("audit: record %s kept in minimal form", rec.get("request_id"))
-                rows += chain.link(
-                    [normalise({"request_id": rec.get("request_id"), "error_code": "audit_record_malformed"})]
-                )
+                log.exception("audit: a record kept in minimal form")
+                minimal = {"request_id": rec.get("request_id"), "error_code": "audit_record_malformed"}
+                rows += chain.link([normalise(minimal)])
         return rows
 
     def _connect(self) -> bool:
