@@ -238,6 +238,26 @@ def test_hostile_values_are_stored_on_both_engines(tmp_path: Path, url: str) -> 
     assert len(got) == 3
 
 
+def test_a_row_the_database_refuses_does_not_hold_back_the_batch(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/audit.db"
+    store = AuditStore.open(url)
+    store.migrate()
+    store.db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.request_id = 'req-4'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    log = AuditLog.open(cfg_for(tmp_path, flush_interval=60.0), url)
+    log.start()
+    for i in range(10):
+        log.submit(record(i))
+    assert log.close()
+    st = log.stats()
+    assert (st["written"], st["dropped"], st["spilled"]) == (9, 1, 0)
+    report = verify(store)
+    store.close()
+    assert [(p.kind, p.seq) for p in report.problems] == [("deleted", 5)]  # the loss is visible, and where
+
+
 def test_bodies_only_when_enabled(tmp_path: Path) -> None:
     for store_bodies in (False, True):
         url = f"sqlite:///{tmp_path}/bodies-{store_bodies}.db"

@@ -81,7 +81,8 @@ class AuditLog:
 
     def stats(self) -> dict[str, int]:
         """Counters since start: queued (accepted by submit), written, spilled, dropped (0 unless the
-        spill file itself failed), replayed, batches, queue_depth."""
+        spill file failed while the database was down, or the database refused a row), replayed, batches,
+        queue_depth."""
         w = self._writer
         if w is None:
             return dict.fromkeys(("queued", "written", "spilled", "dropped", "replayed", "batches", "queue_depth"), 0)
@@ -90,7 +91,7 @@ class AuditLog:
             "queued": w.drained + depth + w.overflowed,
             "written": w.written,
             "spilled": w.spilled_total,
-            "dropped": w.dropped,
+            "dropped": w.dropped + w.refused,
             "replayed": w.replayed,
             "batches": w.batches,
             "queue_depth": depth,

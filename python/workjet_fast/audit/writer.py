@@ -66,6 +66,7 @@ class AuditWriter:
         self.replayed = 0
         self.batches = 0
         self.dropped = 0
+        self.refused = 0  # rows the database refused while reachable (reported within `dropped`)
         self.errors = 0
 
     # ---- request path -------------------------------------------------------------------------------
@@ -213,8 +214,7 @@ class AuditWriter:
         """Insert a batch, or spill it; False only if both failed (the records are lost and counted)."""
         if self._db_usable():
             try:
-                self.store.insert(rows)
-                self.written += len(rows)
+                self.written += self._insert(rows)
                 self.batches += 1
                 return True
             except StorageError as e:
@@ -227,6 +227,21 @@ class AuditWriter:
             self.dropped += len(rows)
             log.error("audit: %d records lost: database down and spill file failed: %s", len(rows), e)
             return False
+
+    def _insert(self, rows: list[Row]) -> int:
+        """Insert rows; returns how many were stored. Raises StorageError only when the database is unreachable:
+        a batch the database refuses while it answers is retried row by row, so one bad row cannot hold
+        every other record back (a refused row is logged and counted as dropped; verify shows its seq)."""
+        try:
+            self.store.insert(rows)
+            return len(rows)
+        except StorageError:
+            self.store.db.ping()
+            if len(rows) == 1:
+                self.refused += 1
+                log.error("audit: the database refused record %s:%d", rows[0].chain_id, rows[0].seq)
+                return 0
+        return sum(self._insert([r]) for r in rows)
 
     def _maintain(self, final: bool = False) -> None:
         self.spill.sync()
@@ -252,7 +267,7 @@ class AuditWriter:
             while self.spill.pending:
                 rows, offset = self.spill.read_pending()
                 for i in range(0, len(rows), self._batch):
-                    self.store.insert(rows[i : i + self._batch])
+                    self._insert(rows[i : i + self._batch])
                 self.replayed += len(rows)
                 self.spill.replayed(offset)
                 if not rows:
@@ -291,7 +306,7 @@ class AuditWriter:
                     done = False
                     continue  # keep it for a later attempt
                 for i in range(0, len(rows), self._batch):
-                    self.store.insert(rows[i : i + self._batch])
+                    self._insert(rows[i : i + self._batch])
                 self.replayed += len(rows)
                 path.unlink(missing_ok=True)
                 log.info("audit: replayed %d records from %s", len(rows), path)
