@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
     async def metrics(request: Request) -> Response:
         return Response(gateway.metrics_text(), media_type="text/plain; version=0.0.4")
 
-    async def not_found(request: Request) -> Response:
+    async def not_found(request: Request, exc: Exception | None = None) -> Response:
         e = GatewayError(f"Unknown route: {request.method} {request.url.path}")
         e.status, e.code, e.type = 404, "not_found", "invalid_request_error"
         return error_response(e, new_request_id())
@@ -73,8 +73,9 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
         *gateway.admin_routes(),
     ]
     starlette = Starlette(routes=routes, lifespan=gateway.lifespan)
-    starlette.add_exception_handler(404, lambda r, e: not_found(r))
-    starlette.add_exception_handler(405, lambda r, e: _method_not_allowed(r))
+    # Starlette awaits only handlers that are coroutine functions; a lambda returning a coroutine breaks (500).
+    starlette.add_exception_handler(404, not_found)
+    starlette.add_exception_handler(405, _method_not_allowed)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == CHAT_PATH:
@@ -87,7 +88,7 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
     return app
 
 
-async def _method_not_allowed(request: Request) -> Response:
+async def _method_not_allowed(request: Request, exc: Exception | None = None) -> Response:
     e = GatewayError(f"Method {request.method} is not allowed on {request.url.path}.")
     e.status, e.code, e.type = 405, "method_not_allowed", "invalid_request_error"
     return error_response(e, new_request_id())
