@@ -124,17 +124,26 @@ def reservation(spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int 
 
 def rejection(spec: LimitSpec, hit: int, wait: float, rpm_level: float, tpm_level: float) -> RateLimited:
     """The 429 for a refused request. `hit` has bit 1 for rpm, 2 for tpm, 4 for concurrency; `wait` is seconds."""
-    names = []
+    names, limits = [], []
     if hit & 1:
-        names.append(f"requests per minute (limit {spec.rpm})")
+        names.append("requests per minute")
+        limits.append(f"{spec.rpm} requests per minute")
     if hit & 2:
-        names.append(f"tokens per minute (limit {spec.tpm})")
+        names.append("tokens per minute")
+        limits.append(f"{spec.tpm} tokens per minute")
     if hit & 4:
-        names.append(f"concurrent requests (limit {spec.concurrency})")
+        names.append("concurrent requests")
+        limits.append(f"{spec.concurrency} concurrent requests")
         wait = max(wait, 1.0)  # a slot frees when some request ends; one second is a polite guess
     headers = ratelimit_headers(spec, rpm_level, tpm_level)
-    headers["Retry-After"] = str(max(1, math.ceil(wait - 1e-6)))
-    return RateLimited(f"Rate limit reached for {' and '.join(names)}. Please retry later.", headers=headers)
+    retry = max(1, math.ceil(wait - 1e-6))
+    headers["Retry-After"] = str(retry)
+    # The text before the colon names the limits only (a bounded set, usable as a metric label).
+    return RateLimited(
+        f"Rate limit reached for {' and '.join(names)}: this key allows {', '.join(limits)}. "
+        f"Please retry in {retry} s.",
+        headers=headers,
+    )
 
 
 def _resolve(value: Any, name: str) -> int | None:
