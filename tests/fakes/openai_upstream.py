@@ -8,6 +8,8 @@ Behaviour is chosen by the model name the gateway sends (the deployment's provid
 - ``break``: streams a few chunks, then drops the connection
 - ``slow``: streams one chunk every 50 ms for a long time (for disconnect tests)
 - ``split:<N>``: streams the reply in pieces of N bytes of raw SSE (frames split anywhere)
+- ``cut:<I>``: streams the reply's text as two content deltas, cut at character I
+- ``chars``: streams the reply's text one character per content delta
 
 Every request is recorded (`requests`: path, headers, JSON body); `disconnects` counts streams whose
 client (the gateway) went away before the end.
@@ -151,7 +153,14 @@ class FakeOpenAI:
         n = max(1, self.chunks)
         step = max(1, -(-len(text) // n))
         frames = [chunk({"role": "assistant", "content": ""})]
-        frames += [chunk({"content": text[i : i + step]}) for i in range(0, len(text), step)]
+        if model.startswith("cut:"):
+            cut = int(model.split(":", 1)[1])
+            pieces = [text[:cut], text[cut:]]
+        elif model == "chars":
+            pieces = list(text)
+        else:
+            pieces = [text[i : i + step] for i in range(0, len(text), step)]
+        frames += [chunk({"content": p}) for p in pieces if p]
         frames.append(chunk({}, "stop"))
         if include_usage:
             u = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": []}
