@@ -88,6 +88,7 @@ class GatewayProc:
     proc: subprocess.Popen[bytes]
     log: Path
     keys: dict[str, str] = field(default_factory=dict)
+    workjet: str = WORKJET
 
     @property
     def v1(self) -> str:
@@ -95,7 +96,7 @@ class GatewayProc:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [WORKJET, *args, "--config", str(self.config)], capture_output=True, text=True, check=check, timeout=60
+            [self.workjet, *args, "--config", str(self.config)], capture_output=True, text=True, check=check, timeout=60
         )
 
     def create_key(self, name: str = "test", *extra: str) -> str:
@@ -117,7 +118,12 @@ class GatewayProc:
 
 
 def start_gateway(
-    config_text: str, tmp: Path, port: int | None = None, env: dict[str, str] | None = None
+    config_text: str,
+    tmp: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    workjet: str = WORKJET,
+    cwd: Path = ROOT,
 ) -> GatewayProc:
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "workjet.yaml"
@@ -126,13 +132,13 @@ def start_gateway(
     log = tmp / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [WORKJET, "serve", "--config", str(config), "--port", str(port)],
+            [workjet, "serve", "--config", str(config), "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
         )
-    gw = GatewayProc(f"http://127.0.0.1:{port}", config, tmp, proc, log)
+    gw = GatewayProc(f"http://127.0.0.1:{port}", config, tmp, proc, log, workjet=workjet)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database tools").add_subparsers(dest="db_cmd", required=True)
     with_config(db.add_parser("migrate", help="apply schema migrations")).set_defaults(func=cmd_db_migrate)
+
+    from workjet_fast.audit import cli as audit_cli
+
+    audit_cli.register(sub)
     return p
 
 
