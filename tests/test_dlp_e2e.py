@@ -55,7 +55,10 @@ def test_secret_in_request_is_blocked_and_never_echoed(dlp_gateway: GatewayProc,
 
 
 def test_secrets_in_system_prompt_and_tool_arguments_are_scanned(dlp_gateway: GatewayProc) -> None:
-    system = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": AWS}, {"role": "user", "content": "hi"}]}
+    system = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": AWS}, {"role": "user", "content": "hi"}],
+    }
     assert post(dlp_gateway, system).status_code == 403
     tool = {
         "model": "gpt-4o-mini",
@@ -64,7 +67,9 @@ def test_secrets_in_system_prompt_and_tool_arguments_are_scanned(dlp_gateway: Ga
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": f'{{"k": "{AWS}"}}'}}],
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": f'{{"k": "{AWS}"}}'}}
+                ],
             },
             {"role": "tool", "tool_call_id": "c1", "content": "ok"},
         ],
@@ -91,7 +96,9 @@ def test_log_action_forwards_unchanged(dlp_gateway: GatewayProc, fake_upstream: 
 
 
 def test_allow_list_value_passes(dlp_gateway: GatewayProc, fake_upstream: FakeOpenAI) -> None:
-    r = post(dlp_gateway, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "test 4242 4242 4242 4242"}]})
+    r = post(
+        dlp_gateway, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "test 4242 4242 4242 4242"}]}
+    )
     assert r.status_code == 200 and r.headers["x-workjet-dlp"] == "clean"
     assert fake_upstream.requests[-1].body["messages"][0]["content"] == "test 4242 4242 4242 4242"
 
@@ -152,7 +159,7 @@ def test_a_secret_split_at_any_position_never_reaches_the_client(
     gateway_factory: GatewayFactory, fake_upstream: FakeOpenAI
 ) -> None:
     """Every built-in example, cut into two stream deltas at every position: the value never leaves whole."""
-    cuts = "\n".join(f"  cut{i}: {{provider: fake, model: 'cut:{i}'}}" for i in range(0, 400))
+    cuts = "\n".join(f"  cut{i}: {{provider: fake, model: 'cut:{i}'}}" for i in range(400))
     gw = gateway_factory("", config_text=None, name="cuts")
     gw.stop()
     text = gw.config.read_text().replace("models:\n", "models:\n" + cuts + "\n", 1)
