@@ -103,3 +103,24 @@ def test_written_records_survive_sigkill_under_load(gateway: GatewayProc) -> Non
     assert len(ids) == len(set(ids))  # nothing twice
     assert len(ids) >= durable  # everything the gateway had counted as written or spilled
     assert len(done) >= 300 and set(done[:100]) <= set(ids)  # answered long before the kill: recorded
+
+
+def test_bodies_are_kept_only_on_opt_in_and_after_redaction(gateway_factory: Any) -> None:
+    gw = gateway_factory("audit:\n  store_bodies: true\n", name="bodies")
+    key = gw.create_key("b")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}
+    r = httpx.post(gw.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 200
+    rec = audited(gw, r.headers["x-request-id"])
+    sent = rec["request_body"]["messages"][0]["content"]
+    assert sent == "card [REDACTED:CREDIT_CARD]"
+    assert "4111" not in str(rec)
+    assert rec["dlp_findings"][0]["entity"] == "CREDIT_CARD" and rec["dlp_state"] == "redacted"
+
+
+def test_bodies_are_not_kept_by_default(gateway: GatewayProc) -> None:
+    r = httpx.post(
+        gateway.v1 + "/chat/completions", json=CHAT, headers={"authorization": f"Bearer {gateway.keys['default']}"}
+    )
+    rec = audited(gateway, r.headers["x-request-id"])
+    assert "request_body" not in rec and "response_body" not in rec

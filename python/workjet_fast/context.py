@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["Attempt", "RequestContext"]
@@ -47,6 +47,9 @@ class RequestContext:
     dlp_state: str = "clean"  # clean | logged | redacted | blocked
     ended_at: float | None = None
     latency_ms: float | None = None
+    # Only with audit.store_bodies (after DLP redaction); a stream's response body is not kept.
+    request_body: Any = None
+    response_body: Any = None
 
     def finish(self, status: int, error_code: str | None = None) -> None:
         self.status = status
@@ -55,7 +58,18 @@ class RequestContext:
         self.latency_ms = (time.perf_counter() - self.t0) * 1000.0
 
     def record(self) -> dict[str, Any]:
-        """The audit record: no API key, no matched DLP values, no bodies."""
-        d = asdict(self)
-        d.pop("t0", None)
+        """The audit record: no API key, no matched DLP values; bodies only when they were kept.
+
+        Built field by field (not `dataclasses.asdict`, which deep-copies): this runs on every request."""
+        d = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        d["attempts"] = [
+            {"deployment": a.deployment, "outcome": a.outcome, "status": a.status, "latency_ms": a.latency_ms,
+             "error": a.error}
+            for a in self.attempts
+        ]  # fmt: skip
+        if self.request_body is None:
+            del d["request_body"], d["response_body"]
         return d
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RequestContext) if f.name != "t0")

@@ -44,6 +44,7 @@ class ChatHandler:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.max_body = gateway.settings.server.max_body_bytes
+        self.store_bodies = gateway.settings.audit.store_bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -91,6 +92,8 @@ class ChatHandler:
             raise _forbidden(route)
         _apply_cap(body, route)
         self.gw.dlp.scan_request(body, ctx, route.public_id)
+        if self.store_bodies:
+            ctx.request_body = body
 
         limiter = self.gw.limiter
         spec = limiter.spec_for(key.limits, route.public_id, route.is_tier)
@@ -125,6 +128,8 @@ class ChatHandler:
                 if isinstance(text, str):
                     ctx.completion_tokens, ctx.completion_tokens_source = count_tokens(text), "gateway"
         self.gw.dlp.scan_response(result, ctx, route.public_id)
+        if self.store_bodies:
+            ctx.response_body = result
         result["model"] = ctx.served_model or route.public_id
         payload = orjson.dumps(result)
         ctx.finish(200)
