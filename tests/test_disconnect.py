@@ -66,11 +66,6 @@ def test_repeated_disconnects_leave_no_stuck_streams(gateway: GatewayProc, fake_
         assert c.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG}).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG handler.py:63-65: the disconnect watcher cancels the handler task and the handler re-raises "
-    "CancelledError, so uvicorn logs 'Exception in ASGI application' with a traceback for every client disconnect",
-)
 def test_disconnect_is_not_logged_as_a_crash(gateway: GatewayProc, fake_upstream: FakeOpenAI) -> None:
     headers = {"authorization": f"Bearer {gateway.keys['default']}"}
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as c:

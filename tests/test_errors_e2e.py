@@ -184,9 +184,10 @@ def test_wrong_method_is_405(http: httpx.Client, method: str, path: str) -> None
     assert_error(http.request(method, path), 405, "method_not_allowed")
 
 
-@pytest.mark.xfail(reason="BUG app.py: only POST reaches the chat handler; other methods fall to Starlette -> 404")
 def test_wrong_method_on_chat_path_is_405(http: httpx.Client) -> None:
-    assert_error(http.get("/v1/chat/completions"), 405, "method_not_allowed")
+    r = http.get("/v1/chat/completions")
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize("path", ["/", "/v1", "/v1/completions", "/v2/chat/completions", "/healthz/x"])

@@ -81,7 +81,12 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
         if scope["type"] == "http" and scope["path"] == CHAT_PATH:
             if scope["method"] == "POST":
                 await chat(scope, receive, send)
-                return
+            else:
+                e = GatewayError(f"Method {scope['method']} is not allowed on {CHAT_PATH}; use POST.")
+                e.status, e.code, e.type = 405, "method_not_allowed", "invalid_request_error"
+                e.headers["allow"] = "POST"
+                await error_response(e, new_request_id())(scope, receive, send)
+            return
         await starlette(scope, receive, send)
 
     app.gateway = gateway  # type: ignore[attr-defined]
@@ -91,4 +96,7 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
 async def _method_not_allowed(request: Request, exc: Exception | None = None) -> Response:
     e = GatewayError(f"Method {request.method} is not allowed on {request.url.path}.")
     e.status, e.code, e.type = 405, "method_not_allowed", "invalid_request_error"
+    allow = getattr(exc, "headers", None) or {}
+    if "Allow" in allow:
+        e.headers["allow"] = allow["Allow"]
     return error_response(e, new_request_id())

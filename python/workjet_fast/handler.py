@@ -60,8 +60,15 @@ class ChatHandler:
         except ClientGone:
             ctx.finish(499, "client_closed")
         except asyncio.CancelledError:
+            if ctx.error_code != "client_closed":
+                ctx.finish(499, "client_closed")
+                raise  # cancelled from outside (shutdown): let it propagate
+            # Our own disconnect watcher cancelled the stream: the client is gone and the upstream is closed;
+            # nothing is wrong with the server, so the cancellation ends here instead of reaching uvicorn.
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
             ctx.finish(499, "client_closed")
-            raise
         except Exception:
             log.exception("request %s failed", ctx.request_id)
             err = GatewayError("The gateway failed to handle this request; it has been logged.")
@@ -154,7 +161,7 @@ class ChatHandler:
         # A stream's headers leave before its text is scanned: the header tells the request side only.
         headers.append((b"x-workjet-dlp", ctx.dlp_state.encode()))
         headers.append(_overhead(ctx))
-        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
+        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task(), ctx))
         ctx.status = 200
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -190,11 +197,12 @@ class ChatHandler:
             await upstream.aclose()
 
 
-async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None, ctx: RequestContext) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             if task is not None:
+                ctx.error_code = "client_closed"  # tells the handler this cancellation is ours
                 task.cancel()
             return
 
