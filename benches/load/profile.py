@@ -45,28 +45,59 @@ def _label(frame: dict[str, object]) -> str:
 
 
 def summarize(path: Path, top: int = 15) -> dict[str, object]:
-    """Self and inclusive shares of the sampled time, per function, over all threads."""
+    """Per function and per package, the share of wall time (100% = one core busy) spent in it, over all threads;
+    functions on threads other than the event loop's are tagged with the thread name."""
     doc = json.loads(path.read_text())
     frames = doc["shared"]["frames"]
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
     module_c: Counter[str] = Counter()
-    total = 0.0
+    threads: dict[str, float] = {}
+    duration = 0.0
     for prof in doc["profiles"]:
+        name = str(prof.get("name", ""))
+        thread = name.split('"')[1] if name.count('"') >= 2 else name
+        tag = "" if thread == "MainThread" else f"[{thread}] "
+        busy = 0.0
         for stack, weight in zip(prof["samples"], prof["weights"], strict=True):
             if not stack:
                 continue
-            total += weight
+            busy += weight
             labels = [_label(frames[i]) for i in stack]
-            self_c[labels[-1]] += weight
+            self_c[tag + labels[-1]] += weight
             for lab in set(labels):
-                incl_c[lab] += weight
-            module_c[_module(frames[stack[-1]])] += weight
+                if not _entry(lab):
+                    incl_c[tag + lab] += weight
+            module_c[tag + _module(frames[stack[-1]])] += weight
+        threads[thread] = busy
+        duration = max(duration, float(prof.get("endValue", 0)) - float(prof.get("startValue", 0)))
+    duration = duration or max(threads.values(), default=0.0) or 1.0
 
     def rows(c: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)] if total else []
+        return [(k, round(100 * v / duration, 1)) for k, v in c.most_common(top)]
 
-    return {"samples": total, "self": rows(self_c), "inclusive": rows(incl_c), "self_by_package": rows(module_c)}
+    return {
+        "seconds": round(duration, 2),
+        "threads_busy_pct": {k: round(100 * v / duration, 1) for k, v in threads.items()},
+        "self": rows(self_c),
+        "inclusive": rows(incl_c),
+        "self_by_package": rows(module_c),
+    }
+
+
+def _entry(label: str) -> bool:
+    # Frames every sample of the loop thread passes through: they say nothing about where the time goes.
+    return any(
+        x in label
+        for x in (
+            "workjet_fast/cli.py",
+            "workjet_fast/server.py",
+            "asyncio/runners.py",
+            "asyncio/base_events.py",
+            "uvicorn/main.py",
+            "uvicorn/server.py",
+        )
+    )
 
 
 def _module(frame: dict[str, object]) -> str:

@@ -95,7 +95,7 @@ def _header(out: dict[str, Any]) -> list[str]:
     return [
         f"Run {m.get('date')} on {m.get('cpu')} ({m.get('cores')} cores, shared and noisy: load average "
         f"{m.get('loadavg_at_start')} at start), Linux {m.get('kernel')}, Python {m.get('python')}, commit "
-        f"{m.get('commit')}. `python -m benches.load.run`: {s.get('duration')} s per wrk run, {s.get('repeats')} runs "
+        f"{m.get('commit')}, extension {m.get('extension', '?')}. `python -m benches.load.run`: {s.get('duration')} s per wrk run, {s.get('repeats')} runs "
         "per point interleaved across systems (rotated order); the system under test is pinned to core 1, wrk, "
         "the nginx fake upstream and the TTFB client to core 0. Figures are the median of the runs, "
         "[min–max] the spread; latencies p50 / p90 / p99 in ms as wrk reports them (streams: whole stream). "
@@ -284,14 +284,19 @@ def client_section(out: dict[str, Any]) -> str:
     )
     if a32 == a32 and h32 == h32 and a32 > 1.1 * max(h32, t32 if t32 == t32 else 0):
         lat = "lower" if a1 < min(h1, t1) else "not lower"
-        tuned = "does not close" if t32 < 0.9 * a32 else "closes"
+        if t32 < 0.9 * a32:
+            pool = (
+                "Raising httpx's limits does not close the gap, so the cost is per request in the client, not a pool "
+                "that is too small (the pattern reported in encode/httpx#3215)."
+            )
+        else:
+            pool = "With its pool raised, httpx comes within 10%: the default pool size is most of the gap."
         why = (
             f"Why the gateway uses aiohttp (`python/workjet_fast/providers/http.py`): at 32 connections the aiohttp "
             f"pass-through served {_ratio(a32, h32)} the requests of httpx with its default pool and "
             f"{_ratio(a32, t32)} those of httpx with a pool sized like ours (`httpx.Limits(max_connections=256, "
             f"max_keepalive_connections=256)`); at 1 connection its p50 is {lat} ({_ms(a1)} ms against {_ms(h1)} and "
-            f"{_ms(t1)} ms). Raising httpx's limits {tuned} the gap, so the cost is per request in the client, not a "
-            "pool that is too small. aiohttp also has what the provider layer needs (connect and between-reads "
+            f"{_ms(t1)} ms). {pool} aiohttp also has what the provider layer needs (connect and between-reads "
             "timeouts, `iter_any()` relaying chunks as they arrive, a bounded keep-alive pool)."
         )
     else:
@@ -310,8 +315,8 @@ def profile_section(out: dict[str, Any]) -> str:
         L += ["No profile in this run (`--profile SECONDS`, needs py-spy in .venv).", ""]
         return "\n".join(L) + "\n"
     L += [
-        "py-spy (`--native`, 200 Hz, nonblocking) on the workjet all-on worker under wrk at 32 connections; "
-        "shares of the sampled time of that process (idle excluded). Speedscope files: "
+        "py-spy (200 Hz, nonblocking; `--native` when it works) on the workjet all-on worker under wrk at 32 "
+        "connections. Time in Rust or C is charged to the Python line that called it. Speedscope files: "
         + ", ".join(f"`benches/load/results/{p['file']}`" for p in profs.values() if "file" in p)
         + ".",
         "",
@@ -320,9 +325,11 @@ def profile_section(out: dict[str, Any]) -> str:
         if "self" not in p:
             continue
         title = "non-streaming" if mode == "json" else "streaming"
+        busy = ", ".join(f"{k} {v}%" for k, v in p.get("threads_busy_pct", {}).items())
         L += [
-            f"### {title} ({p.get('samples', 0):.0f} samples, {p.get('rps_while_profiling') or 0:,.0f} req/s "
-            "while sampled)",
+            f"### {title} ({p.get('rps_while_profiling') or 0:,.0f} req/s while sampled; threads busy: {busy})",
+            "",
+            "Shares are of wall time (100% = one core); `[thread]` marks work off the event-loop thread.",
             "",
             "| self time by package | % |",
             "|---|---|",
@@ -403,6 +410,12 @@ def replace_sections(text: str, sections: dict[str, str]) -> str:
 
 
 def write_report(out: dict[str, Any]) -> None:
+    from benches.load.profile import summarize
+
+    for p in (out.get("profile") or {}).values():  # re-read: the summary may have improved since the run
+        f = HERE / "results" / str(p.get("file", ""))
+        if p.get("file") and f.exists():
+            p.update(summarize(f))
     note = chart(out)
     if note:
         out.setdefault("notes", {})["chart"] = note

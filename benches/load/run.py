@@ -268,6 +268,13 @@ def machine() -> dict[str, str]:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     load = os.getloadavg()
+    try:  # which build of the extension ran: `make bench-load` installs the release (LTO) build first
+        import workjet_fast._workjet_fast as ext
+
+        st = Path(str(ext.__file__)).stat()
+        extension = f"{st.st_size / 2**20:.0f} MB, built {time.strftime('%H:%M UTC', time.gmtime(st.st_mtime))}"
+    except (ImportError, OSError):
+        extension = "?"
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu,
@@ -276,6 +283,7 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "commit": commit.stdout.strip(),
         "loadavg_at_start": f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
+        "extension": extension,
     }
 
 
