@@ -95,7 +95,8 @@ def _header(out: dict[str, Any]) -> list[str]:
     return [
         f"Run {m.get('date')} on {m.get('cpu')} ({m.get('cores')} cores, shared and noisy: load average "
         f"{m.get('loadavg_at_start')} at start), Linux {m.get('kernel')}, Python {m.get('python')}, commit "
-        f"{m.get('commit')}, extension {m.get('extension', '?')}. `python -m benches.load.run`: {s.get('duration')} s per wrk run, {s.get('repeats')} runs "
+        f"{m.get('commit')}, extension {m.get('extension', '?')}. `python -m benches.load.run`: "
+        f"{s.get('duration')} s per wrk run, {s.get('repeats')} runs "
         "per point interleaved across systems (rotated order); the system under test is pinned to core 1, wrk, "
         "the nginx fake upstream and the TTFB client to core 0. Figures are the median of the runs, "
         "[min–max] the spread; latencies p50 / p90 / p99 in ms as wrk reports them (streams: whole stream). "
