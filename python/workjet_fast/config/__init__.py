@@ -62,6 +62,8 @@ class ProviderConfig:
     read_timeout: float = 120.0  # longest silence between two reads of a body or stream
     max_connections: int = 256
     default_max_tokens: int = 4096  # Anthropic requires max_tokens
+    http2: bool = False  # `http2: true` (h2 via ALPN over https) or `http2: prior_knowledge` (also h2c over http)
+    http2_prior_knowledge: bool = False  # speak HTTP/2 without negotiating it (`http2: prior_knowledge`)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,10 @@ class RoutingConfig:
     retry_backoff: float = 0.05  # seconds, doubled per retry of the same deployment, with jitter
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
+    breaker_error_ratio: float | None = None  # open when failures/calls >= this over the window (None: off)
+    breaker_window: int = 20  # the last N calls the ratio is computed over
+    breaker_min_calls: int = 10  # no ratio verdict on fewer calls than this
+    retry_after_max: float = 10.0  # longest Retry-After honoured before retrying the same deployment (0: ignore)
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,10 @@ def _read(root: Section, file: str) -> Settings:
         base_url = p.str("base_url", required=True)
         if isinstance(base_url, str) and not base_url.startswith(("http://", "https://")):
             p.problem("base_url", "must start with http:// or https://")
+        http2 = p.data.get("http2", False)  # false | true | prior_knowledge
+        p._seen.add("http2")
+        if http2 not in (None, False, True, "prior_knowledge"):
+            p.problem("http2", f"must be true, false or prior_knowledge, got {http2!r}")
         providers[name] = ProviderConfig(
             name=name,
             type=ptype or "openai",
@@ -198,6 +208,8 @@ def _read(root: Section, file: str) -> Settings:
             read_timeout=p.float("read_timeout", 120.0, positive=True),
             max_connections=p.int("max_connections", 256, min=1),
             default_max_tokens=p.int("default_max_tokens", 4096, min=1),
+            http2=http2 in (True, "prior_knowledge"),
+            http2_prior_knowledge=http2 == "prior_knowledge",
         )
         if ptype == "azure_openai" and not p.has("api_version"):
             p.problem("api_version", "is required for azure_openai")
@@ -255,7 +267,17 @@ def _read(root: Section, file: str) -> Settings:
         retry_backoff=ro.float("retry_backoff", 0.05),
         breaker_failures=ro.int("breaker_failures", 5, min=1),
         breaker_cooldown=ro.float("breaker_cooldown", 30.0, positive=True),
+        breaker_error_ratio=ro.float("breaker_error_ratio", None, positive=True),
+        breaker_window=ro.int("breaker_window", 20, min=1),
+        breaker_min_calls=ro.int("breaker_min_calls", 10, min=1),
+        retry_after_max=ro.float("retry_after_max", 10.0),
     )
+    if routing.breaker_error_ratio is not None and routing.breaker_error_ratio > 1:
+        ro.problem("breaker_error_ratio", "must be a ratio in (0, 1]")
+    if routing.breaker_min_calls > routing.breaker_window:
+        ro.problem("breaker_min_calls", f"must be at most breaker_window ({routing.breaker_window})")
+    if routing.retry_after_max < 0:
+        ro.problem("retry_after_max", "must be a number >= 0")
     ro.finish()
 
     known_ids = set(models) | set(tiers)

@@ -1,31 +1,67 @@
 """The pooled upstream HTTP client, behind one small interface so it can change.
 
-aiohttp was chosen by measurement (benches/RESULTS.md, "upstream client"): on this machine a Starlette
-pass-through does ~4,000 req/s at 32 connections with aiohttp and ~420 with httpx, whose pool collapses
-under concurrency (encode/httpx#3215). One `ClientSession` per provider: keep-alive connections, a
-bounded pool (`max_connections`), connect / first-byte / between-reads timeouts.
+`HttpClient(config)` is the entry point: `post(url, headers, body) -> StreamBody` and `aclose()`. It picks the
+transport from the provider's `http2` option:
+
+- HTTP/1.1 (the default): aiohttp, chosen by measurement (benches/RESULTS.md, "upstream client"): on this
+  machine a Starlette pass-through does ~4,000 req/s at 32 connections with aiohttp and ~420 with httpx, whose
+  pool collapses under concurrency (encode/httpx#3215). One `ClientSession` per provider: keep-alive
+  connections, a bounded pool (`max_connections`), connect / first-byte / between-reads timeouts.
+- HTTP/2 (`http2: true` or `http2: prior_knowledge`): httpx with the `h2` package, in `http2.py`.
+
+A `StreamBody` is a response whose headers arrived. `close()` on an unfinished body never returns the
+connection (HTTP/1.1) or the stream (HTTP/2) to the pool in a state where the upstream keeps sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
+from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import aiohttp
 
 from workjet_fast.config import ProviderConfig
 from workjet_fast.providers.errors import UpstreamFailure
 
-__all__ = ["HttpClient", "StreamBody"]
+__all__ = ["HttpClient", "StreamBody", "retry_after_box"]
 
 
-class StreamBody:
-    """A response whose headers arrived; iterate for body pieces as the network delivers them."""
+class StreamBody(ABC):
+    """A response whose headers arrived; iterate `chunks()` for body pieces as the network delivers them."""
 
+    status: int
+    headers: Mapping[str, str]
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The whole body; the connection goes back to the pool."""
+
+    @abstractmethod
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body pieces as they arrive; raises `UpstreamFailure` (unreachable) when the stream breaks."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Abandon the body: an unfinished one never goes back to the pool."""
+
+
+class _Transport(Protocol):
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> StreamBody: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpBody(StreamBody):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
         self.status = response.status
+        self.headers = response.headers
 
     async def read(self) -> bytes:
         try:
@@ -48,6 +84,36 @@ class StreamBody:
 
 
 class HttpClient:
+    """A provider's pooled client; HTTP/1.1 over aiohttp, or HTTP/2 over httpx when `config.http2`."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self._transport: _Transport
+        if config.http2:
+            from workjet_fast.providers.http2 import Http2Transport  # optional dependency: httpx[http2]
+
+            self._transport = Http2Transport(config)
+        else:
+            self._transport = _AiohttpTransport(config)
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> StreamBody:
+        """POST and wait for the response headers (at most `timeout` seconds). Raises `UpstreamFailure`
+        (unreachable) on connection errors and timeouts; any HTTP status is returned. A 429/503 with a
+        `Retry-After` header leaves its delay (seconds) in `retry_after_box()` for the router."""
+        resp = await self._transport.post(url, headers, body)
+        if resp.status in (429, 503):
+            box = _retry_after.get()
+            if box is not None:
+                delay = parse_retry_after(resp.headers.get("retry-after"))
+                if delay is not None:
+                    box.append(delay)
+        return resp
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class _AiohttpTransport:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
@@ -66,8 +132,6 @@ class HttpClient:
         return self._session
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> StreamBody:
-        """POST and wait for the response headers (at most `timeout` seconds). Raises `UpstreamFailure`
-        (unreachable) on connection errors and timeouts; any HTTP status is returned."""
         session = self._get_session()
         try:
             if sys.version_info >= (3, 11):
@@ -79,7 +143,7 @@ class HttpClient:
             raise UpstreamFailure(f"no response within {self.config.timeout:g}s", unreachable=True) from None
         except aiohttp.ClientError as e:
             raise UpstreamFailure(f"cannot connect: {_describe(e)}", unreachable=True) from None
-        return StreamBody(response)
+        return _AiohttpBody(response)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -91,3 +155,33 @@ def _describe(e: BaseException) -> str:
     # Connection errors name host and port, never credentials (they travel in headers only).
     text = str(e) or type(e).__name__
     return text[:300]
+
+
+# The providers turn a non-200 answer into `UpstreamFailure` without its headers; the router hands each attempt
+# a fresh list here and reads back the upstream's Retry-After. A mutable box (not a value) so that it also
+# works when the attempt runs in a copied context (asyncio.wait_for on 3.10 runs it in a new task).
+_retry_after: ContextVar[list[float] | None] = ContextVar("workjet_retry_after", default=None)
+
+
+def retry_after_box() -> list[float]:
+    """Start collecting the Retry-After of the attempts made from the current context; returns the box."""
+    box: list[float] = []
+    _retry_after.set(box)
+    return box
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3); None when
+    absent or unreadable. A date in the past is 0."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
