@@ -7,12 +7,14 @@ Anthropic API, and a loopback port where nothing listens (connection refused).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import textwrap
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -22,9 +24,11 @@ from tests.fakes.scripted_upstream import ScriptedUpstream
 from workjet_fast.config import Settings, parse_settings
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import BadRequest, ProviderError, ProviderUnavailable
+from workjet_fast.pipeline import route as route_module
 from workjet_fast.pipeline.breaker import BreakerBoard
 from workjet_fast.pipeline.route import Router
 from workjet_fast.providers import UpstreamFailure, make_provider
+from workjet_fast.providers.http import StreamBody
 
 T = TypeVar("T")
 HELLO = {"messages": [{"role": "user", "content": "hello"}]}
@@ -371,3 +375,125 @@ def test_health_is_ok_when_every_circuit_is_closed(upstream: FakeOpenAI) -> None
     assert health["status"] == "ok"
     assert set(health["deployments"]) == {"up/x", "dead/y"}
     assert health["deployments"]["up/x"]["state"] == "closed"
+
+
+# ---- Retry-After -------------------------------------------------------------------------------------------------
+# The providers' real HttpClient over a scripted transport (no network): a step is (status, Retry-After or None).
+
+
+class _Body(StreamBody):
+    def __init__(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self._data = data
+
+    async def read(self) -> bytes:
+        return self._data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._data
+
+    def close(self) -> None:
+        pass
+
+
+class _ScriptedTransport:
+    def __init__(self, *steps: tuple[int, str | None]) -> None:
+        self.steps = steps
+        self.calls = 0
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> StreamBody:
+        status, retry_after = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        if status == 200:
+            msg = {"role": "assistant", "content": "ok"}
+            data = {"id": "c", "object": "chat.completion", "created": 0, "model": "x"}
+            data["choices"] = [{"index": 0, "message": msg, "finish_reason": "stop"}]
+            return _Body(200, {}, orjson.dumps(data))
+        headers = {"retry-after": retry_after} if retry_after is not None else {}
+        return _Body(status, headers, orjson.dumps({"error": {"message": f"scripted {status}"}}))
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The router's waits, recorded instead of slept."""
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(route_module, "_sleep", fake_sleep)
+    return waits
+
+
+def _scripted_router(routing: str, models: str, **transports: _ScriptedTransport) -> Router:
+    router = _router(_settings("http://127.0.0.1:9/v1", models, routing))
+    for name, transport in transports.items():
+        router.providers[name].client._transport = transport
+    return router
+
+
+def test_retry_after_is_waited_before_retrying_the_same_deployment(sleeps: list[float]) -> None:
+    up = _ScriptedTransport((429, "3"), (200, None))
+    router = _scripted_router("retry_backoff: 0", "m: {provider: up, model: x}", up=up)
+    ctx = RequestContext("r")
+    assert _complete(router, "m", ctx)["choices"][0]["message"]["content"] == "ok"
+    assert [a.status for a in ctx.attempts] == [429, 200]
+    assert [s for s in sleeps if s > 0] and 2.5 < max(sleeps) <= 3.0
+
+
+def test_retry_after_moves_on_to_the_next_candidate_without_waiting(sleeps: list[float]) -> None:
+    models = """
+    m:
+      deployments: [{provider: up, model: x}, {provider: dead, model: y, priority: 1}]
+    """
+    up, dead = _ScriptedTransport((503, "5")), _ScriptedTransport((200, None))
+    ctx = RequestContext("r")
+    _complete(_scripted_router("", models, up=up, dead=dead), "m", ctx)
+    assert [(a.deployment, a.status) for a in ctx.attempts] == [("up/x", 503), ("dead/y", 200)]
+    assert sleeps == []
+
+
+def test_retry_after_beyond_the_cap_takes_the_deployment_out_of_the_retries(sleeps: list[float]) -> None:
+    up = _ScriptedTransport((429, "60"), (200, None))
+    router = _scripted_router("retry_after_max: 10\nmax_attempts: 4", "m: {provider: up, model: x}", up=up)
+    ctx = RequestContext("r")
+    with pytest.raises(ProviderError, match="HTTP 429: scripted 429"):
+        _complete(router, "m", ctx)
+    assert up.calls == 1 and sleeps == []
+
+
+def test_retry_after_past_the_total_timeout_is_not_waited(sleeps: list[float]) -> None:
+    up = _ScriptedTransport((503, "8"), (200, None))
+    router = _scripted_router("total_timeout: 5\nretry_after_max: 30", "m: {provider: up, model: x}", up=up)
+    with pytest.raises(ProviderError, match="HTTP 503"):
+        _complete(router, "m", RequestContext("r"))
+    assert up.calls == 1 and sleeps == []
+
+
+def test_retry_after_max_zero_ignores_the_header(sleeps: list[float]) -> None:
+    up = _ScriptedTransport((429, "60"), (200, None))
+    router = _scripted_router("retry_after_max: 0\nretry_backoff: 0.01", "m: {provider: up, model: x}", up=up)
+    ctx = RequestContext("r")
+    _complete(router, "m", ctx)
+    assert [a.status for a in ctx.attempts] == [429, 200]
+    assert len(sleeps) == 1 and sleeps[0] <= 0.01  # the ordinary backoff only
+
+
+def test_error_ratio_setting_reaches_the_breakers() -> None:
+    routing = "breaker_failures: 50\nbreaker_error_ratio: 0.5\nbreaker_window: 4\nbreaker_min_calls: 2\nmax_attempts: 1"
+    up = _ScriptedTransport((500, None), (200, None), (500, None))
+    router = _scripted_router(routing, "m: {provider: up, model: x}", up=up)
+
+    async def three() -> None:
+        for _ in range(3):
+            with contextlib.suppress(ProviderError, ProviderUnavailable):
+                await router.complete(router.resolve("m"), dict(HELLO), RequestContext("r"))
+
+    _run(router, lambda r: three())
+    snap = router.health()["deployments"]["up/x"]
+    assert snap["state"] == "open"  # 500, 200, 500: two failures in three calls, never two in a row
+    assert snap["consecutive_failures"] == 1

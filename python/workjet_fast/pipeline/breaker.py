@@ -1,13 +1,20 @@
 """Circuit breakers, one per deployment, shared by every request in the process.
 
 ```text
-            N consecutive failures                 cooldown elapsed
+   N consecutive failures, or
+   failure ratio >= R over the window       cooldown elapsed
   closed ───────────────────────────▶ open ──────────────────────────▶ half_open
      ▲                                 ▲                                   │
      │            probe succeeded      │        probe failed               │ one probe at a time
      └─────────────────────────────────┼───────────────────────────────────┤
                                        └───────────────────────────────────┘
 ```
+
+Two triggers open a closed circuit: `failure_threshold` consecutive failures, and (when `error_ratio` is set)
+a failure ratio of at least `error_ratio` over the last `window` calls, judged only once at least `min_calls`
+of them are in the window. The ratio catches a deployment that fails often but not in a row (every other
+call), which the consecutive count never sees. The window restarts whenever the circuit opens or closes, so a
+recovered deployment is not judged by calls made before its outage.
 
 An open circuit is skipped without waiting (the router records it as `circuit_open`, counted as unreachable).
 In half-open exactly one request probes the deployment; the others skip it as if it were still open. A probe
@@ -19,6 +26,7 @@ The clock is injectable so tests drive time instead of sleeping.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,20 +43,37 @@ class Breaker:
     __slots__ = (
         "_clock",
         "_probe_since",
+        "_window",
+        "_window_failures",
         "consecutive_failures",
         "cooldown",
+        "error_ratio",
         "failure_threshold",
         "last_error",
+        "min_calls",
         "opened_at",
         "state",
         "total_failures",
         "total_successes",
     )
 
-    def __init__(self, failure_threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failure_threshold: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        error_ratio: float | None = None,
+        window: int = 20,
+        min_calls: int = 10,
+    ) -> None:
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
         self._clock = clock
+        self.error_ratio = error_ratio
+        self.min_calls = min_calls
+        self._window: deque[bool] = deque(maxlen=window)  # True = failure; the last `window` verdicts
+        self._window_failures = 0
         self.state = CLOSED
         self.consecutive_failures = 0
         self.opened_at: float | None = None
@@ -78,6 +103,10 @@ class Breaker:
     def success(self) -> None:
         self.total_successes += 1
         self.consecutive_failures = 0
+        if self.state != CLOSED:
+            self._clear_window()
+        else:
+            self._record(False)
         self.state = CLOSED
         self.opened_at = None
         self._probe_since = None
@@ -86,10 +115,30 @@ class Breaker:
         self.total_failures += 1
         self.consecutive_failures += 1
         self.last_error = error
-        if self.state == HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
+        if self.state == CLOSED:
+            self._record(True)
+        if self.state == HALF_OPEN or self.consecutive_failures >= self.failure_threshold or self._ratio_tripped():
             self.state = OPEN
             self.opened_at = self._clock()
             self._probe_since = None
+            self._clear_window()
+
+    def _record(self, failed: bool) -> None:
+        if self.error_ratio is None:
+            return
+        window = self._window
+        if len(window) == window.maxlen and window[0]:
+            self._window_failures -= 1
+        window.append(failed)
+        self._window_failures += failed
+
+    def _ratio_tripped(self) -> bool:
+        n = len(self._window)
+        return self.error_ratio is not None and n >= self.min_calls and self._window_failures >= self.error_ratio * n
+
+    def _clear_window(self) -> None:
+        self._window.clear()
+        self._window_failures = 0
 
     def release(self) -> None:
         """The attempt ended without a verdict on the deployment (cancelled, or the request itself was at
@@ -104,6 +153,7 @@ class Breaker:
         return {
             "state": self.state,
             "consecutive_failures": self.consecutive_failures,
+            "window_failure_ratio": round(self._window_failures / len(self._window), 3) if self._window else None,
             "failures": self.total_failures,
             "successes": self.total_successes,
             "retry_in_s": retry_in,
@@ -114,16 +164,35 @@ class Breaker:
 class BreakerBoard:
     """Every deployment's breaker, by label (`provider/model`), created on first use."""
 
-    def __init__(self, failure_threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failure_threshold: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        error_ratio: float | None = None,
+        window: int = 20,
+        min_calls: int = 10,
+    ) -> None:
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
         self._clock = clock
+        self.error_ratio = error_ratio
+        self.window = window
+        self.min_calls = min_calls
         self._breakers: dict[str, Breaker] = {}
 
     def get(self, label: str) -> Breaker:
         b = self._breakers.get(label)
         if b is None:
-            b = self._breakers[label] = Breaker(self.failure_threshold, self.cooldown, self._clock)
+            b = self._breakers[label] = Breaker(
+                self.failure_threshold,
+                self.cooldown,
+                self._clock,
+                error_ratio=self.error_ratio,
+                window=self.window,
+                min_calls=self.min_calls,
+            )
         return b
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,12 @@ for more, or for nothing, gets the cap.
 Before the first byte reaches the client a connection error, timeout, 429 or 5xx moves on to the next
 candidate; once every candidate had its turn, retryable ones are tried again after a short, capped,
 jittered backoff while `routing.max_attempts` and `routing.total_timeout` allow. Open circuits are skipped
-without waiting. Once streaming began nothing is retried. When no candidate succeeded:
+without waiting. Once streaming began nothing is retried.
+
+A 429 or 503 with `Retry-After` moves on to the next candidate at once, like any retryable failure; only a
+retry of that same deployment waits until its Retry-After has passed. A Retry-After longer than
+`routing.retry_after_max` (or one that would end past the total timeout) takes the deployment out of this
+request's retries instead of waiting less than the upstream asked. When no candidate succeeded:
 
 - the upstream rejected the request itself (400, 413, 422) -> 400 `bad_request` with the provider's message,
   not retried: the same request fails everywhere, and a 5xx would make SDKs retry it in vain;
@@ -34,6 +39,7 @@ from workjet_fast.context import Attempt, RequestContext
 from workjet_fast.errors import BadRequest, ProviderError, ProviderUnavailable
 from workjet_fast.pipeline.breaker import BreakerBoard
 from workjet_fast.providers import Provider, UpstreamFailure, UpstreamStream
+from workjet_fast.providers.http import retry_after_box
 
 __all__ = ["Candidate", "Route", "Router"]
 
@@ -69,7 +75,13 @@ class Router:
         self.settings = settings
         self.providers = providers
         r = settings.routing
-        self.breakers = BreakerBoard(r.breaker_failures, r.breaker_cooldown)
+        self.breakers = BreakerBoard(
+            r.breaker_failures,
+            r.breaker_cooldown,
+            error_ratio=r.breaker_error_ratio,
+            window=r.breaker_window,
+            min_calls=r.breaker_min_calls,
+        )
         self._routes: dict[str, Route] = {}
         for mid, m in settings.models.items():
             cands = tuple(self._candidate(mid, d, m.max_tokens) for d in m.deployments)
@@ -157,17 +169,23 @@ class Router:
         failures: list[UpstreamFailure] = []
         attempts = 0
         pending = self.order(route)
+        not_before: dict[str, float] = {}  # label -> when its Retry-After allows a retry
         round_no = 0
         while pending and attempts < routing.max_attempts:
             if round_no:
                 pause = min(MAX_BACKOFF, routing.retry_backoff * 2 ** (round_no - 1)) * random.uniform(0.5, 1.0)
                 if _now() + pause >= deadline:
                     break
-                await asyncio.sleep(pause)
+                await _sleep(pause)
             retry: list[Candidate] = []
             for cand in pending:
                 if attempts >= routing.max_attempts:
                     break
+                wait = not_before.get(cand.label, 0.0) - _now()
+                if wait > 0:
+                    if _now() + wait >= deadline:
+                        continue  # its Retry-After ends past the total timeout: not retried
+                    await _sleep(wait)
                 breaker = self.breakers.get(cand.label)
                 if not breaker.allow():
                     ctx.attempts.append(Attempt(cand.label, "circuit_open", None, 0.0, "circuit open"))
@@ -180,6 +198,7 @@ class Router:
                 attempts += 1
                 provider = self.providers[cand.deployment.provider]
                 t = time.perf_counter()
+                retry_after = retry_after_box()
                 try:
                     result = await _within(remaining, call(provider, cand.deployment.model, _capped(body, cand.cap)))
                 except UpstreamFailure as f:
@@ -197,7 +216,12 @@ class Router:
                     if f.client_fault:  # 404: this deployment is misconfigured, others may not be
                         continue
                     if f.retryable:
-                        retry.append(cand)
+                        delay = retry_after[-1] if retry_after and routing.retry_after_max > 0 else None
+                        if delay is None:
+                            retry.append(cand)
+                        elif delay <= routing.retry_after_max and _now() + delay < deadline:
+                            not_before[cand.label] = _now() + delay
+                            retry.append(cand)
                     continue
                 except BaseException:
                     breaker.release()
@@ -247,6 +271,7 @@ def _capped(body: dict[str, Any], cap: int | None) -> dict[str, Any]:
 
 
 _now = time.monotonic
+_sleep = asyncio.sleep  # tests replace it to see the waits without waiting
 
 
 async def _within(seconds: float, aw: Awaitable[T]) -> T:
