@@ -4,7 +4,9 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::util::captures::Captures;
 use regex_automata::util::syntax;
-use regex_automata::{Input, PatternSet, hybrid, meta};
+use std::sync::Mutex;
+
+use regex_automata::{Input, hybrid, meta};
 
 use super::DlpError;
 use super::policy::{Direction, Policy};
@@ -48,6 +50,29 @@ pub struct CompiledRule {
     group: bool,
     /// Maximum match length in bytes, `None` when unbounded.
     pub max_len: Option<usize>,
+    /// Bytes a match can start with (any look-behind): the stream skips other positions without a DFA walk.
+    pub(crate) first: [bool; 256],
+}
+
+/// Bytes after which the anchored automaton is not dead, under each kind of look-behind (none, word, space, line).
+fn first_bytes(dfa: &hybrid::dfa::DFA) -> [bool; 256] {
+    let mut first = [false; 256];
+    let mut cache = dfa.create_cache();
+    for b in 0..=255u8 {
+        for ctx in [&[][..], b"a", b" ", b"\n"] {
+            let mut hay = ctx.to_vec();
+            hay.push(b);
+            let input = Input::new(&hay)
+                .range(ctx.len()..)
+                .anchored(regex_automata::Anchored::Yes);
+            let open = match dfa.start_state_forward(&mut cache, &input) {
+                Ok(sid) => dfa.next_state(&mut cache, sid, b).map_or(true, |s| !s.is_dead()),
+                Err(_) => true,
+            };
+            first[usize::from(b)] |= open;
+        }
+    }
+    first
 }
 
 fn compile_rule(rule: Rule) -> Result<CompiledRule, DlpError> {
@@ -87,6 +112,7 @@ fn compile_rule(rule: Rule) -> Result<CompiledRule, DlpError> {
                 .map_err(|e| err(&e))?,
         )
     };
+    let first = first_bytes(&dfa);
     Ok(CompiledRule {
         rule,
         re,
@@ -94,6 +120,7 @@ fn compile_rule(rule: Rule) -> Result<CompiledRule, DlpError> {
         keywords,
         group,
         max_len,
+        first,
     })
 }
 
@@ -109,58 +136,77 @@ pub(crate) struct Cand {
 }
 
 impl CompiledRule {
-    /// The first candidate of this rule starting at or after `at`.
+    /// The first candidate of this rule starting at or after `at`, searching only inside `windows` (sorted,
+    /// disjoint; every match of the rule lies inside one of them) from window `*wi` on.
     pub(crate) fn next_candidate(
         &self,
         hay: &[u8],
         mut at: usize,
+        windows: &[(usize, usize)],
+        wi: &mut usize,
         policy: &Policy,
         caps: &mut Option<Captures>,
     ) -> Option<Cand> {
-        while at < hay.len() {
-            let input = Input::new(hay).range(at..);
-            let (ms, me, fs, fe) = if self.group {
+        while let Some(&(ws, we)) = windows.get(*wi) {
+            if at.max(ws) >= we {
+                *wi += 1;
+                continue;
+            }
+            let input = Input::new(hay).range(at.max(ws)..we);
+            let found = if self.group {
                 let caps = caps.get_or_insert_with(|| self.re.create_captures());
                 self.re.search_captures(&input, caps);
-                let m = caps.get_match()?;
-                let g = caps.get_group(1).unwrap_or(m.range().into());
-                (m.start(), m.end(), g.start, g.end)
+                caps.get_match().map(|m| {
+                    let g = caps.get_group(1).unwrap_or(m.range().into());
+                    (m.start(), m.end(), g.start, g.end)
+                })
             } else {
-                let m = self.re.search(&input)?;
-                (m.start(), m.end(), m.start(), m.end())
+                self.re.search(&input).map(|m| (m.start(), m.end(), m.start(), m.end()))
             };
-            let mut cand = Some(Cand {
-                allowed: false,
-                ms,
-                me,
-                fs,
-                fe,
-            });
-            if self.keywords.as_ref().is_some_and(|kw| !kw.is_match(&hay[ms..me])) {
-                cand = None;
-            }
-            if let (Some(c), Some(v)) = (cand.as_mut(), self.rule.validator) {
-                let prev = c.fs.checked_sub(1).map(|i| hay[i]);
-                match v.check(&hay[c.fs..c.fe], prev) {
-                    Some(len) => {
-                        c.fe = c.fs + len;
-                        if !self.group {
-                            c.me = c.fe;
-                        }
-                    }
-                    None => cand = None,
-                }
-            }
-            if let Some(mut c) = cand {
-                c.allowed = policy.allows_value(&hay[c.fs..c.fe]);
-                // Spans of custom byte patterns may cut a UTF-8 character: widen them to whole characters.
-                c.fs = floor_char(hay, c.fs);
-                c.fe = ceil_char(hay, c.fe);
+            let Some((ms, me, fs, fe)) = found else {
+                *wi += 1;
+                continue;
+            };
+            if let Some(c) = self.confirm(
+                hay,
+                Cand {
+                    allowed: false,
+                    ms,
+                    me,
+                    fs,
+                    fe,
+                },
+                policy,
+            ) {
                 return Some(c);
             }
             at = ms + 1;
         }
         None
+    }
+
+    /// Keyword, validator and allow-list checks on one regex match.
+    fn confirm(&self, hay: &[u8], mut c: Cand, policy: &Policy) -> Option<Cand> {
+        if self.keywords.as_ref().is_some_and(|kw| !kw.is_match(&hay[c.ms..c.me])) {
+            return None;
+        }
+        if let Some(v) = self.rule.validator {
+            let prev = c.fs.checked_sub(1).map(|i| hay[i]);
+            c.fe = c.fs + v.check(&hay[c.fs..c.fe], prev)?;
+            if !self.group {
+                c.me = c.fe;
+            }
+        }
+        c.allowed = policy.allows_value(&hay[c.fs..c.fe]);
+        // Spans of custom byte patterns may cut a UTF-8 character: widen them to whole characters.
+        c.fs = floor_char(hay, c.fs);
+        c.fe = ceil_char(hay, c.fe);
+        Some(c)
+    }
+
+    /// The window a match ending at `end` lies in.
+    pub(crate) fn window_ending_at(&self, end: usize) -> (usize, usize) {
+        (self.max_len.map_or(0, |l| end.saturating_sub(l)), end)
     }
 }
 
@@ -192,17 +238,59 @@ pub struct Finding {
     pub action: Action,
 }
 
-/// Rules a candidate finder says may match, with a lower bound for their first match start.
-pub(crate) type Candidates = Vec<(usize, usize)>;
+/// Per rule that may match: the byte windows its matches must lie in (sorted, disjoint).
+pub(crate) type Candidates = Vec<(usize, Vec<(usize, usize)>)>;
 
-/// The pure-Rust candidate finder.
+/// Collects windows per rule; reports may come in any order, `finish` sorts and merges.
+pub(crate) struct WindowSet {
+    per_rule: Vec<Vec<(usize, usize)>>,
+}
+
+impl WindowSet {
+    pub(crate) fn new(rules: usize) -> WindowSet {
+        WindowSet {
+            per_rule: vec![Vec::new(); rules],
+        }
+    }
+
+    pub(crate) fn add(&mut self, rule: usize, (s, e): (usize, usize)) {
+        let v = &mut self.per_rule[rule];
+        match v.last_mut() {
+            Some(last) if s <= last.1 && e >= last.0 => *last = (last.0.min(s), last.1.max(e)),
+            _ => v.push((s, e)),
+        }
+    }
+
+    fn finish(self) -> Candidates {
+        let mut out = Vec::new();
+        for (rule, mut v) in self.per_rule.into_iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_unstable();
+            let mut merged: Vec<(usize, usize)> = Vec::with_capacity(v.len());
+            for (s, e) in v {
+                match merged.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => merged.push((s, e)),
+                }
+            }
+            out.push((rule, merged));
+        }
+        out
+    }
+}
+
+/// The pure-Rust candidate finder: Aho-Corasick over the keywords, one overlapping lazy-DFA pass over the rules
+/// without keywords. Both report positions, so each rule is confirmed only around them.
 struct RegexFinder {
     /// Keywords of all keyword rules, case-insensitive; pattern index -> rule index.
     keywords: Option<AhoCorasick>,
     keyword_rule: Vec<usize>,
-    /// One multi-pattern regex over the rules without keywords; pattern index -> rule index.
-    union: Option<meta::Regex>,
+    /// One multi-pattern DFA (all matches) over the rules without keywords; pattern index -> rule index.
+    union: Option<hybrid::dfa::DFA>,
     union_rule: Vec<usize>,
+    caches: Mutex<Vec<hybrid::dfa::Cache>>,
 }
 
 impl RegexFinder {
@@ -237,9 +325,14 @@ impl RegexFinder {
             None
         } else {
             Some(
-                meta::Regex::builder()
+                hybrid::dfa::DFA::builder()
                     .syntax(syntax_config())
-                    .configure(meta::Regex::config().match_kind(regex_automata::MatchKind::All))
+                    .configure(
+                        hybrid::dfa::DFA::config()
+                            .match_kind(regex_automata::MatchKind::All)
+                            .cache_capacity(8 << 20)
+                            .skip_cache_capacity_check(true),
+                    )
                     .build_many(&pats)
                     .map_err(|e| DlpError::Config(format!("rule set: {e}")))?,
             )
@@ -249,42 +342,58 @@ impl RegexFinder {
             keyword_rule,
             union,
             union_rule,
+            caches: Mutex::new(Vec::new()),
         })
     }
 
-    fn candidates(&self, hay: &[u8], active: &[bool], out: &mut Candidates) {
-        let mut seen = vec![false; active.len()];
+    fn candidates(&self, hay: &[u8], active: &[bool], rules: &[CompiledRule], ws: &mut WindowSet) {
         if let Some(ac) = &self.keywords {
-            let mut wanted = (0..active.len())
-                .filter(|&r| active[r] && self.keyword_rule.contains(&r))
-                .count();
             for m in ac.find_overlapping_iter(hay) {
-                if wanted == 0 {
-                    break;
-                }
                 let r = self.keyword_rule[m.pattern().as_usize()];
-                if active[r] && !seen[r] {
-                    seen[r] = true;
-                    wanted -= 1;
-                    out.push((r, 0));
-                }
-            }
-        }
-        if let (Some(re), true) = (&self.union, self.union_rule.iter().any(|&r| active[r])) {
-            let mut set = PatternSet::new(re.pattern_len());
-            re.which_overlapping_matches(&Input::new(hay), &mut set);
-            for pid in set.iter() {
-                let r = self.union_rule[pid.as_usize()];
                 if active[r] {
-                    out.push((r, 0));
+                    // A match containing this keyword starts and ends within max_len of it.
+                    let w = match rules[r].max_len {
+                        Some(l) => (m.end().saturating_sub(l), m.start().saturating_add(l).min(hay.len())),
+                        None => (0, hay.len()),
+                    };
+                    ws.add(r, w);
                 }
             }
         }
+        let Some(dfa) = &self.union else { return };
+        if !self.union_rule.iter().any(|&r| active[r]) {
+            return;
+        }
+        let mut cache = self
+            .caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| dfa.create_cache());
+        let input = Input::new(hay);
+        let mut state = hybrid::dfa::OverlappingState::start();
+        loop {
+            if dfa.try_search_overlapping_fwd(&mut cache, &input, &mut state).is_err() {
+                // The lazy DFA gave up (cache thrashing): confirm these rules over the whole text.
+                for &r in &self.union_rule {
+                    if active[r] {
+                        ws.add(r, (0, hay.len()));
+                    }
+                }
+                break;
+            }
+            let Some(hm) = state.get_match() else { break };
+            let r = self.union_rule[hm.pattern().as_usize()];
+            if active[r] {
+                ws.add(r, rules[r].window_ending_at(hm.offset()));
+            }
+        }
+        self.caches.lock().unwrap_or_else(|e| e.into_inner()).push(cache);
     }
 }
 
 enum Finder {
-    Regex(RegexFinder),
+    Regex(Box<RegexFinder>),
     #[cfg(feature = "hyperscan")]
     Hyperscan(super::hyperscan::HsFinder),
 }
@@ -327,11 +436,11 @@ impl Engine {
             .max()
             .unwrap_or(0);
         let (finder, kind) = match engine {
-            "regex" => (Finder::Regex(RegexFinder::new(&rules)?), EngineKind::Regex),
+            "regex" => (Finder::Regex(Box::new(RegexFinder::new(&rules)?)), EngineKind::Regex),
             "hyperscan" => (Engine::hyperscan_finder(&rules)?, EngineKind::Hyperscan),
             "auto" => match Engine::hyperscan_finder(&rules) {
                 Ok(f) => (f, EngineKind::Hyperscan),
-                Err(_) => (Finder::Regex(RegexFinder::new(&rules)?), EngineKind::Regex),
+                Err(_) => (Finder::Regex(Box::new(RegexFinder::new(&rules)?)), EngineKind::Regex),
             },
             other => {
                 return Err(DlpError::Config(format!(
@@ -394,13 +503,13 @@ impl Engine {
 
     pub(crate) fn candidates(&self, hay: &[u8], actions: &[Action]) -> Candidates {
         let active: Vec<bool> = actions.iter().map(|&a| a != Action::Allow).collect();
-        let mut out = Vec::new();
+        let mut ws = WindowSet::new(self.rules.len());
         match &self.finder {
-            Finder::Regex(f) => f.candidates(hay, &active, &mut out),
+            Finder::Regex(f) => f.candidates(hay, &active, &self.rules, &mut ws),
             #[cfg(feature = "hyperscan")]
-            Finder::Hyperscan(f) => f.candidates(hay, &active, &self.rules, &mut out),
+            Finder::Hyperscan(f) => f.candidates(hay, &active, &self.rules, &mut ws),
         }
-        out
+        ws.finish()
     }
 
     /// All findings with every rule on (request defaults, empty policy).
@@ -429,6 +538,16 @@ impl Engine {
     }
 }
 
+/// One rule's state in the selection: its windows, the current window, its next candidate.
+struct Head {
+    rule: usize,
+    windows: Vec<(usize, usize)>,
+    wi: usize,
+    next: Option<Cand>,
+    done: bool,
+    caps: Option<Captures>,
+}
+
 /// Greedy left-to-right selection over per-rule candidate streams.
 pub(crate) struct Selector<'a> {
     engine: &'a Engine,
@@ -436,9 +555,7 @@ pub(crate) struct Selector<'a> {
     policy: &'a Policy,
     /// Selection cursor: candidates starting before it are hidden.
     cursor: usize,
-    /// (rule, lower bound, next candidate, exhausted)
-    heads: Vec<(usize, usize, Option<Cand>, bool)>,
-    caps: Vec<Option<Captures>>,
+    heads: Vec<Head>,
 }
 
 impl<'a> Selector<'a> {
@@ -449,17 +566,24 @@ impl<'a> Selector<'a> {
         actions: &[Action],
         policy: &'a Policy,
     ) -> Selector<'a> {
-        let mut cands = engine.candidates(hay, actions);
-        cands.sort_unstable();
-        let heads: Vec<_> = cands.into_iter().map(|(r, lb)| (r, lb, None, false)).collect();
-        let caps = vec![None; heads.len()];
+        let heads = engine
+            .candidates(hay, actions)
+            .into_iter()
+            .map(|(rule, windows)| Head {
+                rule,
+                windows,
+                wi: 0,
+                next: None,
+                done: false,
+                caps: None,
+            })
+            .collect();
         Selector {
             engine,
             hay,
             policy,
             cursor,
             heads,
-            caps,
         }
     }
 
@@ -471,34 +595,33 @@ impl<'a> Selector<'a> {
     /// unchanged (a later call with a larger limit may still return it).
     pub(crate) fn next(&mut self, limit: usize) -> Option<(usize, Cand)> {
         let mut best: Option<(usize, Cand)> = None;
-        for (i, head) in self.heads.iter_mut().enumerate() {
-            let (rule, lb, next, done) = head;
-            if *done {
+        for h in &mut self.heads {
+            if h.done {
                 continue;
             }
-            if next.is_none_or(|c| c.ms < self.cursor) {
-                let at = self.cursor.max(*lb);
-                *next = self.engine.rules[*rule].next_candidate(self.hay, at, self.policy, &mut self.caps[i]);
-                if next.is_none() {
-                    *done = true;
+            if h.next.is_none_or(|c| c.ms < self.cursor) {
+                let rule = &self.engine.rules[h.rule];
+                h.next = rule.next_candidate(self.hay, self.cursor, &h.windows, &mut h.wi, self.policy, &mut h.caps);
+                if h.next.is_none() {
+                    h.done = true;
                     continue;
                 }
             }
-            let Some(c) = *next else { continue };
+            let Some(c) = h.next else { continue };
             if c.ms >= limit {
                 continue;
             }
             let better = match &best {
                 None => true,
                 Some((br, bc)) => {
-                    let conf = self.engine.rules[*rule].rule.confidence;
+                    let conf = self.engine.rules[h.rule].rule.confidence;
                     let bconf = self.engine.rules[*br].rule.confidence;
-                    (c.ms, std::cmp::Reverse(c.me), std::cmp::Reverse(conf), *rule)
+                    (c.ms, std::cmp::Reverse(c.me), std::cmp::Reverse(conf), h.rule)
                         < (bc.ms, std::cmp::Reverse(bc.me), std::cmp::Reverse(bconf), *br)
                 }
             };
             if better {
-                best = Some((*rule, c));
+                best = Some((h.rule, c));
             }
         }
         if let Some((_, c)) = best {

@@ -107,10 +107,11 @@ impl StreamScanner {
         let n = self.actions.len();
         for p in from..len {
             for i in 0..n {
-                if self.actions[i] == Action::Allow {
+                let rule = &self.engine.rules()[i];
+                if self.actions[i] == Action::Allow || !rule.first[usize::from(hay[p])] {
                     continue;
                 }
-                let max = self.engine.rules()[i].max_len;
+                let max = rule.max_len;
                 if max.is_some_and(|m| len - p > m + 1) {
                     continue;
                 }
