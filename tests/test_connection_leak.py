@@ -1,0 +1,158 @@
+"""The real gateway against the fake upstream, counting the upstream's open TCP connections from /proc/net/tcp:
+clients that disconnect mid-stream leave no upstream connection behind, and the pool never holds more than
+`max_connections` connections to a provider, however many requests wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayFactory, GatewayProc
+from tests.fakes.openai_upstream import FakeOpenAI
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts sockets through /proc/net/tcp (Linux)"),
+]
+
+MSG = [{"role": "user", "content": "tick tock"}]
+POOL = 3
+
+
+def open_connections(port: int) -> int:
+    """ESTABLISHED TCP connections whose local end is `port` (the upstream's side of each connection)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+            count += 1
+    return count
+
+
+def wait_for(predicate: Callable[[], bool], deadline_s: float = 15.0) -> bool:
+    """Poll until `predicate()` holds; the deadline is a correctness bound, not a performance threshold."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def _gateway(gateway_factory: GatewayFactory, fake: FakeOpenAI, tmp_path: Path) -> tuple[GatewayProc, str]:
+    data = tmp_path / "gw-pool"
+    config = f"""
+server:
+  data_dir: {data}
+storage:
+  url: sqlite:///{data}/workjet.db
+providers:
+  fake:
+    type: openai
+    base_url: {fake.base_url}
+    api_key: sk-upstream-secret
+    max_connections: {POOL}
+    timeout: 60
+    read_timeout: 30
+models:
+  ok: {{provider: fake, model: upstream-ok}}
+  slow: {{provider: fake, model: slow}}
+"""
+    gw = gateway_factory(config_text=config, name="gw-pool")
+    key = gw.create_key("pool")
+    # One request first: concurrent first uses of a brand-new key race its cache fill (auth.py looks an
+    # unknown key up at most every 50 ms, so the others get 401 until the next reload) - reported separately.
+    assert httpx.get(gw.v1 + "/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
+    return gw, key
+
+
+async def _hold_streams(
+    gw: GatewayProc, key: str, n: int, fake: FakeOpenAI, on_started: Callable[[int], None] | None = None
+) -> int:
+    """Open `n` streams to the slow model, each on its own client connection; each is dropped after its first
+    piece once `release` says so. Returns the most upstream connections seen open at once."""
+    started: list[int] = []
+    release = [asyncio.Event() for _ in range(n)]
+    peak = 0
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, open_connections(fake.port))
+            await asyncio.sleep(0.005)
+
+    async def one(i: int) -> None:
+        headers = {"authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=60) as c:
+            body = {"model": "slow", "messages": MSG, "stream": True}
+            async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                async for piece in r.aiter_raw():
+                    assert piece.startswith(b"data: ")
+                    break
+                started.append(i)
+                await release[i].wait()
+        # leaving the blocks drops the client connection with the stream unfinished
+
+    sampler = asyncio.ensure_future(sample())
+    tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+    try:
+        while len(started) < n:
+            before = len(started)
+            while len(started) == before:
+                await asyncio.sleep(0.01)
+                if any(t.done() and t.exception() for t in tasks):
+                    raise next(t.exception() for t in tasks if t.done() and t.exception())  # type: ignore[misc]
+            if on_started is not None:
+                on_started(len(started))
+            for i in list(started):
+                release[i].set()
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        for e in release:
+            e.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sampler
+    return peak
+
+
+def test_disconnects_mid_stream_leave_no_upstream_connection(
+    gateway_factory: GatewayFactory, fake_upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    gw, key = _gateway(gateway_factory, fake_upstream, tmp_path)
+    peak = asyncio.run(_hold_streams(gw, key, POOL, fake_upstream))
+    assert 1 <= peak <= POOL
+    assert wait_for(lambda: fake_upstream.disconnects == POOL), f"disconnects: {fake_upstream.disconnects}"
+    # an abandoned body never goes back to the pool: every one of those connections is closed
+    assert wait_for(lambda: open_connections(fake_upstream.port) == 0), open_connections(fake_upstream.port)
+
+    # and the gateway still serves, on a kept-alive connection it reuses
+    with httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
+        for _ in range(3):
+            r = c.post("/v1/chat/completions", json={"model": "ok", "messages": MSG})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "You said: tick tock"
+    assert open_connections(fake_upstream.port) == 1
+    assert fake_upstream.completed_streams == 0
+
+
+def test_pool_never_exceeds_max_connections(
+    gateway_factory: GatewayFactory, fake_upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    gw, key = _gateway(gateway_factory, fake_upstream, tmp_path)
+    waves: list[tuple[int, int]] = []  # (streams started so far, requests the upstream had seen then)
+    n = 2 * POOL + 1
+    peak = asyncio.run(
+        _hold_streams(gw, key, n, fake_upstream, on_started=lambda k: waves.append((k, len(fake_upstream.requests))))
+    )
+    assert peak <= POOL, f"{peak} upstream connections open at once with max_connections={POOL}"
+    assert peak >= 1
+    assert waves[-1][0] == n and len(fake_upstream.requests) == n  # every waiting request was served in the end
+    assert wait_for(lambda: fake_upstream.disconnects == n)
+    assert wait_for(lambda: open_connections(fake_upstream.port) == 0)
