@@ -177,6 +177,9 @@ class DlpEngine:
     def rules(self) -> list[tuple[str, str, str]]:
         """``(rule_id, entity, category)`` of every rule; category is ``"secret"`` or ``"pii"``."""
     @property
+    def patterns(self) -> list[tuple[str, str]]:
+        """``(rule_id, pattern)`` of every rule, in rule order."""
+    @property
     def max_holdback(self) -> int: ...
     def scan(self, text: str) -> list[Finding]:
         """Every finding of every rule, leftmost-longest, without a policy."""

@@ -147,6 +147,16 @@ impl PyDlpEngine {
             .collect()
     }
 
+    /// `(rule_id, pattern)` of every rule, in rule order (the benchmarks run them with Python `re`).
+    #[getter]
+    fn patterns(&self) -> Vec<(String, String)> {
+        self.inner
+            .rules()
+            .iter()
+            .map(|r| (r.rule.id.clone(), r.rule.pattern.clone()))
+            .collect()
+    }
+
     /// Worst-case stream hold-back in bytes.
     #[getter]
     fn max_holdback(&self) -> usize {
