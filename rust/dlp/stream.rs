@@ -11,14 +11,17 @@
 //!
 //! # Worst-case added latency
 //!
-//! A position stops being open once more than the rule's maximum match length follows it, so the hold-back is at
-//! most `Engine::max_holdback()` bytes: the longest bounded rule (JWT: 3,115 bytes for the built-ins, reached
-//! only while the tail looks like a JWT; 2,200 for the email and key rules together is far less: see the table in
-//! the report) or, for rules with no finite maximum (PEM private keys), [`UNBOUNDED_CAP`] = 8 KiB. Reaching the cap
-//! inside an open candidate fails closed: it counts as a finding of that rule spanning the held text, with the
-//! rule's action; for `redact` the rest of the stream is suppressed (the key body may continue). Patterns of the
-//! built-ins are ASCII, so bytes = characters.
-//!
+//! A position stops being open once more than its rule's maximum match length follows it (or earlier, as soon
+//! as the rule's automaton dies), so text is delayed by at most `max_len + 1` bytes of the longest rule that is
+//! *still open* on the tail. For the built-ins (bytes = characters, the patterns are ASCII): `private-key`
+//! unbounded, capped at [`UNBOUNDED_CAP`] = 8,192; `jwt` 3,107 (only while the tail looks like `eyJ...`); `email`
+//! 601 (only while the tail is a run of local-part/domain characters containing or able to reach an `@`); the key
+//! and token rules 20-213 (`anthropic-key` 213, `openai-key` 211, `generic-secret` 167); the PII number rules
+//! 11-43. `Engine::max_holdback()` reports the bound of a compiled ruleset (8,192 with the built-ins). Prose with
+//! no open candidate has no delay: a trailing word is held only until the next byte shows it cannot become a
+//! match. Reaching the cap inside an open candidate fails closed: it counts as a finding of that rule spanning the
+//! held text, with the rule's action; for `redact` the rest of the stream is suppressed (the key body may go on).
+
 //! # Invariant
 //!
 //! `concat(outputs) == apply(full text)` under the same policy (response direction), or its prefix up to the
