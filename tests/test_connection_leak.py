@@ -156,3 +156,60 @@ def test_pool_never_exceeds_max_connections(
     assert waves[-1][0] == n and len(fake_upstream.requests) == n  # every waiting request was served in the end
     assert wait_for(lambda: fake_upstream.disconnects == n)
     assert wait_for(lambda: open_connections(fake_upstream.port) == 0)
+
+
+def test_http2_disconnects_reset_streams_and_keep_one_connection(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """The same over `http2: prior_knowledge`: every abandoned stream is reset (the upstream sees each client go
+    away), all of them share one connection, and that connection stays open and usable afterwards."""
+    from tests.test_http2 import H2Upstream
+
+    up = H2Upstream().start()
+    try:
+        data = tmp_path / "gw-h2-pool"
+        config = f"""
+server:
+  data_dir: {data}
+storage:
+  url: sqlite:///{data}/workjet.db
+providers:
+  h2:
+    type: openai
+    base_url: {up.base_url}
+    api_key: sk-h2-secret
+    http2: prior_knowledge
+    max_connections: {POOL}
+    timeout: 60
+models:
+  ok: {{provider: h2, model: ok}}
+  slow: {{provider: h2, model: slow}}
+"""
+        gw = gateway_factory(config_text=config, name="gw-h2-pool")
+        key = gw.create_key("h2")
+        headers = {"authorization": f"Bearer {key}"}
+        assert httpx.get(gw.v1 + "/models", headers=headers).status_code == 200
+        n = 12
+
+        async def drop_streams() -> None:
+            async def one() -> None:
+                async with httpx.AsyncClient(base_url=gw.url, headers=headers, timeout=60) as c:
+                    body = {"model": "slow", "messages": MSG, "stream": True}
+                    async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                        assert r.status_code == 200
+                        async for piece in r.aiter_raw():
+                            assert piece.startswith(b"data: ")
+                            break
+
+            await asyncio.gather(*(one() for _ in range(n)))
+
+        asyncio.run(drop_streams())
+        assert wait_for(lambda: up.disconnects == n), f"the upstream saw {up.disconnects} of {n} streams go away"
+        assert up.versions == ["2"] * n
+        with httpx.Client(base_url=gw.url, headers=headers, timeout=30) as c:
+            r = c.post("/v1/chat/completions", json={"model": "ok", "messages": MSG})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "over HTTP/2"
+        assert 1 <= len(up.client_ports) <= POOL
+        assert 1 <= open_connections(up.port) <= POOL  # kept alive for the next streams, within the pool
+    finally:
+        up.stop()

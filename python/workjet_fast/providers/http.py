@@ -90,8 +90,12 @@ class HttpClient:
         self.config = config
         self._transport: _Transport
         if config.http2:
-            from workjet_fast.providers.http2 import Http2Transport  # optional dependency: httpx[http2]
-
+            try:
+                from workjet_fast.providers.http2 import Http2Transport  # optional dependency: httpx[http2]
+            except ImportError as e:
+                raise RuntimeError(
+                    f"provider {config.name!r} sets http2, which needs httpx[http2] installed ({e})"
+                ) from None
             self._transport = Http2Transport(config)
         else:
             self._transport = _AiohttpTransport(config)
