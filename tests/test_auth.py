@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +174,36 @@ def test_x_api_key_authenticates(store: KeyStore) -> None:
     cache = KeyCache(store)
     cache.load()
     assert asyncio.run(cache.authenticate(api_key_from({"x-api-key": key}))).id == rec.id
+
+
+def test_several_new_keys_work_at_once_but_unknown_key_lookups_are_bounded(store: KeyStore) -> None:
+    cache = KeyCache(store, refresh_seconds=2)
+    cache.load()
+    fresh = [store.create(f"new{i}")[0] for i in range(5)]
+    calls = 0
+    real = store.active_by_key_hash
+
+    def counting(h: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real(h)
+
+    store.active_by_key_hash = counting  # type: ignore[method-assign]
+
+    async def run() -> int:
+        for key in fresh:  # back to back: each new key is looked up once and then cached
+            await cache.authenticate(key)
+        for key in fresh:
+            await cache.authenticate(key)
+        rejected = 0
+        for _ in range(200):  # a flood of unknown keys reaches storage at most the bucket's size
+            try:
+                await cache.authenticate(generate_key())
+            except Unauthorized:
+                rejected += 1
+        return rejected
+
+    t0 = time.monotonic()
+    assert asyncio.run(run()) == 200
+    refill = 20 * (time.monotonic() - t0)
+    assert 20 <= calls <= 20 + refill + 1  # the bucket's 20 (5 spent on the new keys) plus what refilled meanwhile

@@ -172,7 +172,9 @@ class KeyCache:
         self.refresh_seconds = refresh_seconds
         self._by_hash: dict[str, KeyRecord] = {}
         self._loaded_at = 0.0
-        self._last_miss_lookup = 0.0
+        # Look-ups of unknown keys: a token bucket of 20, refilled at 20 a second.
+        self._miss_budget = 20.0
+        self._miss_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.healthy = False
@@ -211,6 +213,15 @@ class KeyCache:
                 pass
             self._task = None
 
+    def _take_miss_budget(self) -> bool:
+        now = time.monotonic()
+        self._miss_budget = min(20.0, self._miss_budget + (now - self._miss_at) * 20.0)
+        self._miss_at = now
+        if self._miss_budget < 1.0:
+            return False
+        self._miss_budget -= 1.0
+        return True
+
     async def authenticate(self, key: str | None) -> KeyRecord:
         if not key:
             raise Unauthorized("Missing API key: send `Authorization: Bearer wj_live_...` or `x-api-key`.")
@@ -218,8 +229,7 @@ class KeyCache:
             raise Unauthorized("Malformed API key: keys look like wj_live_ followed by 40 letters and digits.")
         h = hash_key(key)
         rec = self._by_hash.get(h)
-        if rec is None and time.monotonic() - self._last_miss_lookup >= 0.05:
-            self._last_miss_lookup = time.monotonic()
+        if rec is None and self._take_miss_budget():
             try:
                 rec = await asyncio.to_thread(self.store.active_by_key_hash, h)
             except Exception as e:
