@@ -21,7 +21,7 @@ from hypercorn.config import Config
 
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import free_port
-from workjet_fast.config import ProviderConfig
+from workjet_fast.config import ConfigError, ProviderConfig, parse_settings
 from workjet_fast.providers.http import HttpClient, StreamBody, parse_retry_after, retry_after_box
 from workjet_fast.providers.http2 import _Http2Body
 
@@ -323,3 +323,20 @@ models:
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == "over HTTP/2"
     assert h2_upstream.versions[before:] == ["2", "2"]
+
+
+@pytest.mark.parametrize(
+    ("value", "http2", "prior"), [("false", False, False), ("true", True, False), ("prior_knowledge", True, True)]
+)
+def test_http2_option(value: str, http2: bool, prior: bool) -> None:
+    text = (
+        f"providers:\n  p: {{type: openai, base_url: 'http://h/v1', http2: {value}}}\nmodels:\n  m: {{provider: p}}\n"
+    )
+    p = parse_settings(text).providers["p"]
+    assert (p.http2, p.http2_prior_knowledge) == (http2, prior)
+
+
+def test_http2_option_rejects_other_values() -> None:
+    text = "providers:\n  p: {type: openai, base_url: 'http://h/v1', http2: h2c}\nmodels:\n  m: {provider: p}\n"
+    with pytest.raises(ConfigError, match="providers.p.http2: must be true, false or prior_knowledge, got 'h2c'"):
+        parse_settings(text)

@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 from tests.fakes.anthropic_upstream import API_KEY, FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI, free_port
 from tests.fakes.scripted_upstream import ScriptedUpstream
-from workjet_fast.config import Settings, parse_settings
+from workjet_fast.config import ConfigError, Settings, parse_settings
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import BadRequest, ProviderError, ProviderUnavailable
 from workjet_fast.pipeline import route as route_module
@@ -497,3 +497,18 @@ def test_error_ratio_setting_reaches_the_breakers() -> None:
     snap = router.health()["deployments"]["up/x"]
     assert snap["state"] == "open"  # 500, 200, 500: two failures in three calls, never two in a row
     assert snap["consecutive_failures"] == 1
+
+
+@pytest.mark.parametrize(
+    ("routing", "problem"),
+    [
+        ("breaker_error_ratio: 1.5", "routing.breaker_error_ratio: must be a ratio in (0, 1]"),
+        ("breaker_error_ratio: 0", "routing.breaker_error_ratio: must be a number > 0"),
+        ("breaker_window: 5\nbreaker_min_calls: 6", "routing.breaker_min_calls: must be at most breaker_window (5)"),
+        ("retry_after_max: -1", "routing.retry_after_max: must be a number >= 0"),
+    ],
+)
+def test_routing_options_are_validated(routing: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _settings("http://127.0.0.1:9/v1", "m: {provider: up}", routing)
+    assert problem in str(e.value)
