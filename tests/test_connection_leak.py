@@ -65,8 +65,8 @@ models:
 """
     gw = gateway_factory(config_text=config, name="gw-pool")
     key = gw.create_key("pool")
-    # One request first: concurrent first uses of a brand-new key race its cache fill (auth.py looks an
-    # unknown key up at most every 50 ms, so the others get 401 until the next reload) - reported separately.
+    # One request first, so the key is in the gateway's cache before the concurrent requests: this file is about
+    # upstream connections, not about first-use look-ups of a fresh key (auth.py rate-limits those).
     assert httpx.get(gw.v1 + "/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
     return gw, key
 
