@@ -104,8 +104,10 @@ class ChatHandler:
 
         limiter = self.gw.limiter
         spec = limiter.spec_for(key.limits, route.public_id, route.is_tier)
-        prompt_tokens = count_chat_tokens(_chat_texts(body["messages"]), model)
-        ctx.prompt_tokens, ctx.prompt_tokens_source = prompt_tokens, "gateway"
+        prompt_tokens = 0
+        if spec.tpm is not None:  # counted before the call only when a token budget needs it
+            prompt_tokens = count_chat_tokens(_chat_texts(body["messages"]), model)
+            ctx.prompt_tokens, ctx.prompt_tokens_source = prompt_tokens, "gateway"
         max_out = body.get("max_tokens") or body.get("max_completion_tokens")
         try:
             admission = await limiter.admit(key.id, spec, prompt_tokens, max_out)
@@ -120,6 +122,10 @@ class ChatHandler:
             else:
                 await self._complete(route, body, send, ctx, headers)
         finally:
+            if ctx.prompt_tokens is None and ctx.attempts:
+                # No budget needed it and the provider reported no usage: count now, after the response.
+                ctx.prompt_tokens = count_chat_tokens(_chat_texts(body["messages"]), model)
+                ctx.prompt_tokens_source = "gateway"
             await limiter.settle(admission, ctx.prompt_tokens or 0, ctx.completion_tokens or 0)
 
     async def _complete(
