@@ -6,7 +6,8 @@
 //! text such as `<|endoftext|>` inside user content is counted as ordinary text, never as a special token.
 //!
 //! The encoders are built once per process on first use (`bpe-openai` keeps them in `LazyLock` statics);
-//! [`warm_up`] builds both ahead of the first request.
+//! each costs tens of MB and tens of milliseconds, so only the encodings in use are built: the gateway warms
+//! up the ones its configured models map to at start-up (`count_tokens("", encoding)` from Python).
 
 use std::fmt;
 
@@ -66,12 +67,6 @@ impl fmt::Display for TokenError {
 }
 
 impl std::error::Error for TokenError {}
-
-/// Build both encoders now rather than on the first request (each takes tens of milliseconds).
-pub fn warm_up() {
-    let _ = count(Encoding::O200kBase, "warm up");
-    let _ = count(Encoding::Cl100kBase, "warm up");
-}
 
 /// Number of tokens of `text`, with ordinary semantics (no special tokens).
 pub fn count(encoding: Encoding, text: &str) -> usize {

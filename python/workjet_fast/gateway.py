@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from workjet_fast import metrics
+from workjet_fast._workjet_fast import count_tokens, encoding_for_model
 from workjet_fast.audit import AuditLog, access_log_line, admin as audit_admin
 from workjet_fast.auth import KeyCache, KeyRecord, KeyStore
 from workjet_fast.config import Settings
@@ -56,6 +57,7 @@ class Gateway:
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self.keys.load)
+        await asyncio.to_thread(self._warm_up_token_counter)
         self.keys.start()
         self.audit.start()
         try:
@@ -68,6 +70,13 @@ class Gateway:
             # Every queued audit record reaches the database or the spill file before the process exits.
             await asyncio.to_thread(self.audit.close)
             self.db.close()
+
+    def _warm_up_token_counter(self) -> None:
+        """Build the encodings the configured models use now, not on a first request; only those (each
+        costs tens of MB)."""
+        names = set(self.settings.models) | {d.model for m in self.settings.models.values() for d in m.deployments}
+        for encoding in sorted({encoding_for_model(n) for n in names} or {"o200k_base"}):
+            count_tokens("warm up", encoding)
 
     async def readiness(self) -> list[str]:
         problems: list[str] = []
