@@ -72,8 +72,13 @@ class Gateway:
             self.db.close()
 
     def _warm_up_token_counter(self) -> None:
-        """Build the encodings the configured models use now, not on a first request; only those (each
-        costs tens of MB)."""
+        """When a token budget is configured, build the encodings the configured models use now rather than
+        on a first request. Only those: each costs tens of MB (o200k_base ~70 MB). Without a configured
+        tpm budget they are built on first use (a key's own tpm, or a provider that reports no usage)."""
+        lim = self.settings.limits
+        specs = [lim.default, *lim.per_tier.values(), *lim.per_model.values()]
+        if not any(spec.tpm for spec in specs):
+            return
         names = set(self.settings.models) | {d.model for m in self.settings.models.values() for d in m.deployments}
         for encoding in sorted({encoding_for_model(n) for n in names} or {"o200k_base"}):
             count_tokens("warm up", encoding)
