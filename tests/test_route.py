@@ -292,6 +292,27 @@ def test_failure_mid_stream_is_not_retried_and_counts_against_the_circuit(upstre
     assert router.health()["deployments"]["up/break"]["state"] == "open"
 
 
+def test_total_timeout_cuts_a_stream_that_runs_past_it(upstream: FakeOpenAI) -> None:
+    router = _router(_settings(upstream.base_url, "m: {provider: up, model: slow}", "total_timeout: 0.5"))
+    ctx = RequestContext("r")
+
+    async def go(r: Router) -> tuple[int, str]:
+        s = await r.stream(r.resolve("m"), {**HELLO, "stream": True}, ctx)
+        got = 0
+        try:
+            async for _piece in s:
+                got += 1
+        except UpstreamFailure as f:
+            return got, f.message
+        finally:
+            await s.aclose()
+        return got, "ended without an error"
+
+    got, message = _run(router, go)
+    assert got > 0  # bytes flowed before the deadline
+    assert message == "the total timeout ran out mid-stream"
+
+
 def test_anthropic_deployment_behind_an_openai_one() -> None:
     with FakeAnthropic() as claude:
         text = f"""
