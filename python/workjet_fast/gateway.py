@@ -50,6 +50,7 @@ class Gateway:
             lambda: {label: b["state"] for label, b in self.router.breakers.snapshot().items()}
         )
         self._access_out = sys.stderr.buffer if settings.server.access_log else None
+        self._audit_on = settings.audit.enabled
         self.started = time.time()
         self._models_created = int(self.started)
 
@@ -115,6 +116,8 @@ class Gateway:
             ctx.prompt_tokens,
             ctx.completion_tokens,
         )
+        if self._access_out is None and not self._audit_on:
+            return
         record = ctx.record()
         if self._access_out is not None:
             try:
@@ -122,7 +125,8 @@ class Gateway:
                 self._access_out.flush()
             except (OSError, ValueError):
                 pass
-        self.audit.submit(record)
+        if self._audit_on:
+            self.audit.submit(record)
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()
