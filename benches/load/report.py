@@ -253,9 +253,37 @@ def load_section(out: dict[str, Any]) -> str:
     notes.update({k: f"unavailable: {v}" for k, v in out.get("unavailable", {}).items()})
     if notes:
         L += ["", "Notes: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + "."]
+    L += _history()
     if CHART.exists():
         L += ["", "![req/s at 32 connections and p50 at 1 connection](load/results/chart.png)"]
     return "\n".join(L) + "\n"
+
+
+def _history() -> list[str]:
+    """One line per raw result in results/: how much the headline figures move from run to run."""
+    rows = []
+    for f in sorted((HERE / "results").glob("load-*.json")):
+        try:
+            o = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        on = _rps(o, "json", 32, "workjet-on")
+        cells = [f"{on:,.0f}" if on == on else "–"]
+        for other in ("workjet-off", "starlette-aiohttp", "nginx-proxy", "litellm"):
+            v = _rps(o, "json", 32, other)
+            cells.append(f"{v:,.0f} ({_ratio(on, v)})" if v == v else "–")
+        m = o.get("machine", {})
+        rows.append(f"| {m.get('date')} | {m.get('commit')} | " + " | ".join(cells) + " |")
+    if len(rows) < 2:
+        return []
+    return [
+        "",
+        "### Run to run (non-streaming, req/s @32; in brackets workjet all-on relative to it)",
+        "",
+        "| run | commit | workjet all-on | features off | Starlette+aiohttp | nginx proxy | LiteLLM |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def client_section(out: dict[str, Any]) -> str:

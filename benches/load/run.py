@@ -274,6 +274,12 @@ def machine() -> dict[str, str]:
     except (OSError, StopIteration):
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "python", "rust"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split("\n")
     load = os.getloadavg()
     try:  # which build of the extension ran: `make bench-load` installs the release (LTO) build first
         import workjet_fast._workjet_fast as ext
@@ -288,7 +294,8 @@ def machine() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "commit": commit.stdout.strip(),
+        "commit": commit.stdout.strip()
+        + (f" + {sum(1 for x in dirty if x.strip())} modified files" if any(x.strip() for x in dirty) else ""),
         "loadavg_at_start": f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
         "extension": extension,
     }
