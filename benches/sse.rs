@@ -1,9 +1,12 @@
 //! SSE framing and the stream relay on a realistic OpenAI chat stream, fed in 1-4 KiB network reads.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
+use _workjet_fast::dlp::stream::StreamScanner;
+use _workjet_fast::dlp::{Engine, Policy};
 use _workjet_fast::filter::{FilterOutput, TextFilter};
-use _workjet_fast::relay::ChunkRelay;
+use _workjet_fast::relay::{ChunkRelay, FilterFactory};
 use _workjet_fast::sse::{SseLimits, SseParser};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -55,9 +58,15 @@ impl TextFilter for Identity {
     }
 }
 
+fn dlp_factory(engine: &Arc<Engine>) -> FilterFactory {
+    let (engine, policy) = (Arc::clone(engine), Arc::new(Policy::default()));
+    Box::new(move || Box::new(StreamScanner::new(Arc::clone(&engine), Arc::clone(&policy))) as Box<dyn TextFilter>)
+}
+
 fn bench(c: &mut Criterion) {
     let stream = openai_stream(256 * 1024);
     let reads = reads(&stream);
+    let chunks = stream.windows(6).filter(|w| w == b"data: ").count() as u64;
     let mut g = c.benchmark_group("sse");
     g.throughput(Throughput::Bytes(stream.len() as u64));
     g.bench_function("parser/256KiB in 1-4KiB reads", |b| {
@@ -101,6 +110,26 @@ fn bench(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // The same stream through the DLP scanner (response defaults); compare per chunk with the rows above.
+    for kind in ["regex", "hyperscan"] {
+        let Ok(engine) = Engine::new(None, kind) else { continue };
+        let engine = Arc::new(engine);
+        g.bench_function(format!("relay/dlp {kind} ({chunks} chunks)"), |b| {
+            b.iter(|| {
+                let mut relay = ChunkRelay::new(
+                    Some("workjet-large".into()),
+                    Some(dlp_factory(&engine)),
+                    SseLimits::default(),
+                );
+                let mut out = Vec::new();
+                for r in &reads {
+                    relay.feed_into(r, &mut out).ok();
+                }
+                relay.finish_into(&mut out);
+                black_box(out.len())
+            })
+        });
+    }
     g.finish();
 }
 

@@ -1,7 +1,7 @@
 //! The seam between the stream relay and the DLP streaming scanner.
 //!
-//! The relay (`crate::relay`) decodes each upstream chunk's `delta.content` and hands the text to one
-//! `TextFilter` per choice index; the DLP scanner (`crate::dlp`) implements it. Neither module knows the other.
+//! The relay (`crate::relay`) decodes each upstream chunk's `delta.content` (and streamed tool-call arguments) and
+//! hands the text to one `TextFilter` per choice index (and per tool call); the DLP scanner (`crate::dlp`) implements it. Neither module knows the other.
 
 /// What a filter releases after one increment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -8,14 +8,20 @@
 //!   `data: [DONE]` is written and the rest of the upstream stream is ignored.
 //! - `{"error": ...}`: passed through unchanged and recorded ([`ChunkRelay::error`]).
 //! - a chat chunk: `model` is replaced by the public model name when one is set; each choice's `delta.content`
-//!   goes through that choice's [`TextFilter`] and is replaced by what the filter releases. A choice left with
-//!   nothing to say is dropped, and a chunk left with no choice (and no usage) is not sent. When a choice has a
-//!   `finish_reason`, its filter is finished and the released text is sent in a chunk *before* the one carrying
-//!   the `finish_reason`. `id`, `created` and every other value are kept (key order may change when a chunk is
-//!   rewritten).
+//!   goes through that choice's [`TextFilter`] and is replaced by what the filter releases; so do the fragments of
+//!   each streamed tool call's `function.arguments` (one filter per choice and tool call `index`) and of the
+//!   legacy `function_call.arguments`, an emptied fragment being dropped. A choice left with nothing to say is
+//!   dropped, and a chunk left with no choice (and no usage) is not sent. When a choice has a `finish_reason`, its
+//!   filters are finished and the released text is sent in chunks *before* the one carrying the `finish_reason`
+//!   (tool-call arguments in `tool_calls[{index, function: {arguments}}]` chunks; the finishing chunk's own
+//!   rewritten delta goes out first, on its own). `id`, `created` and every other value are kept (key order may
+//!   change when a chunk is rewritten).
 //! - a filter that reports `blocked`: the text it released with that report is sent, then a final chunk for that
 //!   choice with `finish_reason: "content_filter"`, then `data: [DONE]`; the rest of the upstream is ignored.
 //! - anything that is not JSON: passed through unchanged.
+//!
+//! The common filtered chunk (one choice, text in `delta.content`, no finish) takes a fast path: the released text
+//! is spliced into the frame's bytes, no JSON tree is built, and key order is kept.
 //!
 //! Without a filter and without a model rewrite, frames are copied through as they arrived; the JSON is only
 //! peeked at (borrowed, no tree built) to record usage, the finish reason and the content length.
@@ -83,8 +89,54 @@ pub struct RelayOutput {
 
 struct ChoiceState {
     index: u64,
+    /// The filter of `delta.content`.
     filter: Box<dyn TextFilter>,
+    /// The filters of tool-call arguments, by tool call index (`None`: the legacy `function_call`), in order of
+    /// first appearance.
+    args: Vec<(Option<u64>, Box<dyn TextFilter>)>,
     finished: bool,
+}
+
+/// Which filter released a piece of text at the end of a choice.
+enum Flushed {
+    Content,
+    Args(Option<u64>),
+}
+
+impl ChoiceState {
+    fn args_filter(&mut self, key: Option<u64>, factory: &FilterFactory) -> &mut Box<dyn TextFilter> {
+        let slot = match self.args.iter().position(|(k, _)| *k == key) {
+            Some(slot) => slot,
+            None => {
+                self.args.push((key, factory()));
+                self.args.len() - 1
+            }
+        };
+        &mut self.args[slot].1
+    }
+
+    /// Finishes every filter of the choice, content first; stops at the first that blocks (returns true).
+    fn finish_all(&mut self, flushed: &mut Vec<(Flushed, String)>, findings: &mut Vec<FindingNote>) -> bool {
+        let mut text = String::new();
+        let blocked = absorb(self.filter.finish(), &mut text, findings);
+        if !text.is_empty() {
+            flushed.push((Flushed::Content, text));
+        }
+        if blocked {
+            return true;
+        }
+        for (key, filter) in &mut self.args {
+            let mut text = String::new();
+            let blocked = absorb(filter.finish(), &mut text, findings);
+            if !text.is_empty() {
+                flushed.push((Flushed::Args(*key), text));
+            }
+            if blocked {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// The relay's state apart from the SSE parser, so that the parser can call back into it.
@@ -103,6 +155,8 @@ struct State {
     content_chars: u64,
     /// The upstream has ended: a frame that is not complete JSON is a truncated one and is dropped.
     at_eof: bool,
+    /// What the content filter returned on the fast path when the chunk needs the full rewrite after all.
+    pending: Option<FilterOutput>,
 }
 
 /// See the module docs.
@@ -128,6 +182,7 @@ impl ChunkRelay {
                 error: None,
                 content_chars: 0,
                 at_eof: false,
+                pending: None,
             },
         }
     }
@@ -231,6 +286,8 @@ struct Peek<'a> {
 
 #[derive(Deserialize)]
 struct PeekChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
     #[serde(default, borrow)]
     delta: Option<PeekDelta<'a>>,
     #[serde(default, borrow)]
@@ -241,6 +298,10 @@ struct PeekChoice<'a> {
 struct PeekDelta<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+    #[serde(default)]
+    function_call: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -268,11 +329,84 @@ impl State {
             self.copy_through(data, out);
             return;
         }
+        if self.splice_content(data, out) {
+            return;
+        }
         match serde_json::from_slice::<Value>(data) {
             Ok(Value::Object(chunk)) => self.rewrite(chunk, data, out),
             Err(_) if self.at_eof => {}
             _ => write_raw_frame(out, data),
         }
+        self.pending = None;
+    }
+
+    /// The fast path for the common chunk, one choice with text in `delta.content` and nothing else to filter
+    /// or finish: the released text is spliced into the frame's bytes in place of the original string (and the
+    /// public model name in place of `model`), with no JSON tree built. Returns false when the chunk needs the
+    /// full rewrite; the filter's output is then left in `pending` for it when the filter was already run.
+    fn splice_content(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.template.is_none() {
+            return false;
+        }
+        let Ok(peek) = serde_json::from_slice::<Peek<'_>>(data) else {
+            return false;
+        };
+        let [choice] = peek.choices.as_slice() else {
+            return false;
+        };
+        let Some(delta) = choice.delta.as_ref().filter(|_| choice.finish_reason.is_none()) else {
+            return false;
+        };
+        let Some(content) = delta.content.as_deref() else {
+            return false;
+        };
+        if peek.error.is_some() || delta.tool_calls.is_some() || delta.function_call.is_some() {
+            return false;
+        }
+        let Some(content_span) = content_span(data) else {
+            return false;
+        };
+        let model_span = match &self.public_model {
+            Some(_) => top_level_value_span(data, b"model"),
+            None => None,
+        };
+        let Some(slot) = self.choice_slot(choice.index.unwrap_or(0)) else {
+            return false;
+        };
+        let state = &mut self.choices[slot];
+        if state.finished {
+            return false;
+        }
+        let output = state.filter.push(content);
+        if output.blocked || output.text.is_empty() {
+            self.pending = Some(output);
+            return false;
+        }
+        if let Some(usage) = peek.usage {
+            self.usage = Some((usage.prompt_tokens, usage.completion_tokens));
+        }
+        self.findings.extend(output.findings);
+        self.content_chars += output.text.chars().count() as u64;
+        out.reserve(data.len() + output.text.len() + 16);
+        out.extend_from_slice(b"data: ");
+        let mut at = 0;
+        let mut splices = [
+            (content_span, None),
+            (model_span.unwrap_or((0, 0)), self.public_model.as_deref()),
+        ];
+        splices.sort_by_key(|((start, _), _)| *start);
+        for ((start, end), model) in splices {
+            if start == end {
+                continue; // no model span
+            }
+            out.extend_from_slice(&data[at..start]);
+            // Serializing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, model.unwrap_or(&output.text));
+            at = end;
+        }
+        out.extend_from_slice(&data[at..]);
+        out.extend_from_slice(b"\n\n");
+        true
     }
 
     fn copy_through(&mut self, data: &[u8], out: &mut Vec<u8>) {
@@ -388,53 +522,100 @@ impl State {
         }
     }
 
-    /// Runs one choice's content through its filter; returns true when the filter blocked.
+    /// Runs one choice's content and tool-call arguments through their filters, rewriting the delta in place;
+    /// returns true when a filter blocked. A finishing choice's rewritten delta and everything its filters still
+    /// held go out in chunks of their own (`before`), ahead of the chunk that carries the `finish_reason`.
     fn filter_choice(&mut self, index: u64, choice: &mut Value, before: &mut Vec<Value>) -> bool {
         let finishing = choice.get("finish_reason").is_some_and(|r| !r.is_null());
-        let content = match choice.pointer_mut("/delta") {
-            Some(Value::Object(delta)) => match delta.remove("content") {
-                Some(Value::String(s)) => Some(s),
-                Some(other) => {
-                    delta.insert("content".into(), other); // null or not text: leave as it was
-                    None
-                }
-                None => None,
-            },
-            _ => None,
-        };
+        let pending = self.pending.take();
         let Some(slot) = self.choice_slot(index) else {
             return false;
         };
-        let mut released = String::new();
+        let Some(factory) = self.factory.as_ref() else {
+            return false;
+        };
+        let state = &mut self.choices[slot];
+        // After this choice's finish_reason its filters are spent: further text is dropped.
+        let spent = state.finished;
         let mut blocked = false;
         let mut findings = Vec::new();
-        {
-            let state = &mut self.choices[slot];
-            if state.finished {
-                // The upstream kept talking after this choice's finish_reason: its filter is spent, drop the text.
-            } else {
-                if let Some(text) = content {
-                    blocked = absorb(state.filter.push(&text), &mut released, &mut findings);
+        let mut content_released = 0u64;
+        if let Some(Value::Object(delta)) = choice.get_mut("delta") {
+            if let Some(Value::String(text)) = delta.get_mut("content") {
+                let text = std::mem::take(text);
+                let mut released = String::new();
+                if !spent {
+                    let output = match pending {
+                        Some(output) => output,
+                        None => state.filter.push(&text),
+                    };
+                    blocked = absorb(output, &mut released, &mut findings);
                 }
-                if finishing && !blocked {
-                    blocked = absorb(state.filter.finish(), &mut released, &mut findings);
-                    state.finished = true;
+                content_released = released.chars().count() as u64;
+                if released.is_empty() {
+                    delta.remove("content");
+                } else {
+                    delta.insert("content".into(), Value::String(released));
+                }
+            }
+            if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
+                for (position, call) in calls.iter_mut().enumerate() {
+                    let key = Some(call.get("index").and_then(Value::as_u64).unwrap_or(position as u64));
+                    let Some(Value::String(args)) = call.pointer_mut("/function/arguments") else {
+                        continue;
+                    };
+                    if spent || blocked {
+                        args.clear();
+                    } else {
+                        let filter = state.args_filter(key, factory);
+                        let text = std::mem::take(args);
+                        blocked = absorb(filter.push(&text), args, &mut findings);
+                    }
+                }
+                calls.retain(|call| !tool_call_is_empty(call));
+                if calls.is_empty() {
+                    delta.remove("tool_calls");
+                }
+            }
+            if let Some(call @ Value::Object(_)) = delta.get_mut("function_call") {
+                if let Some(Value::String(args)) = call.get_mut("arguments") {
+                    if spent || blocked {
+                        args.clear();
+                    } else {
+                        let filter = state.args_filter(None, factory);
+                        let text = std::mem::take(args);
+                        blocked = absorb(filter.push(&text), args, &mut findings);
+                    }
+                }
+                if function_is_empty(call) {
+                    delta.remove("function_call");
                 }
             }
         }
+        let mut flushed = Vec::new();
+        if finishing && !spent && !blocked {
+            state.finished = true;
+            blocked = state.finish_all(&mut flushed, &mut findings);
+        }
         self.findings.extend(findings);
-        self.content_chars += released.chars().count() as u64;
-        if finishing && !blocked {
-            if !released.is_empty() {
-                before.push(self.content_chunk(index, released));
+        self.content_chars += content_released;
+        if finishing && !spent {
+            // The rewritten delta first, then the held-back text, then the finish_reason (in the caller's chunk).
+            if let Some(obj) = choice.as_object_mut() {
+                let delta = obj.insert("delta".into(), Value::Object(Map::new()));
+                if let Some(Value::Object(delta)) = delta.filter(|d| d.as_object().is_some_and(|d| !d.is_empty())) {
+                    before.push(self.delta_chunk(index, delta));
+                }
             }
-        } else if !released.is_empty() {
-            if let Some(Value::Object(delta)) = choice.pointer_mut("/delta") {
-                delta.insert("content".into(), Value::String(released));
-            } else if let Some(obj) = choice.as_object_mut() {
-                let mut delta = Map::new();
-                delta.insert("content".into(), Value::String(released));
-                obj.insert("delta".into(), Value::Object(delta));
+            for (key, text) in flushed {
+                let chunk = match key {
+                    Flushed::Content => {
+                        self.content_chars += text.chars().count() as u64;
+                        self.content_chunk(index, text)
+                    }
+                    Flushed::Args(key) => self.args_chunk(index, key, text),
+                };
+                before.push(chunk);
             }
         }
         blocked
@@ -448,6 +629,7 @@ impl State {
         self.choices.push(ChoiceState {
             index,
             filter: factory(),
+            args: Vec::new(),
             finished: false,
         });
         Some(self.choices.len() - 1)
@@ -456,7 +638,7 @@ impl State {
     /// End of stream: finish every filter still open, sending what it releases.
     fn flush_filters(&mut self, out: &mut Vec<u8>) {
         for slot in 0..self.choices.len() {
-            let mut released = String::new();
+            let mut flushed = Vec::new();
             let mut findings = Vec::new();
             let state = &mut self.choices[slot];
             if state.finished {
@@ -464,11 +646,17 @@ impl State {
             }
             state.finished = true;
             let index = state.index;
-            let blocked = absorb(state.filter.finish(), &mut released, &mut findings);
+            let blocked = state.finish_all(&mut flushed, &mut findings);
             self.findings.extend(findings);
-            self.content_chars += released.chars().count() as u64;
-            if !released.is_empty() {
-                write_json_frame(out, &self.content_chunk(index, released));
+            for (key, text) in flushed {
+                let chunk = match key {
+                    Flushed::Content => {
+                        self.content_chars += text.chars().count() as u64;
+                        self.content_chunk(index, text)
+                    }
+                    Flushed::Args(key) => self.args_chunk(index, key, text),
+                };
+                write_json_frame(out, &chunk);
             }
             if blocked {
                 self.block(index, out);
@@ -492,6 +680,29 @@ impl State {
     fn content_chunk(&self, index: u64, text: String) -> Value {
         let mut delta = Map::new();
         delta.insert("content".into(), Value::String(text));
+        self.delta_chunk(index, delta)
+    }
+
+    /// Released tool-call (`Some(index)`) or legacy `function_call` (`None`) arguments.
+    fn args_chunk(&self, index: u64, key: Option<u64>, text: String) -> Value {
+        let mut function = Map::new();
+        function.insert("arguments".into(), Value::String(text));
+        let mut delta = Map::new();
+        match key {
+            Some(call) => {
+                let mut entry = Map::new();
+                entry.insert("index".into(), Value::from(call));
+                entry.insert("function".into(), Value::Object(function));
+                delta.insert("tool_calls".into(), Value::Array(vec![Value::Object(entry)]));
+            }
+            None => {
+                delta.insert("function_call".into(), Value::Object(function));
+            }
+        }
+        self.delta_chunk(index, delta)
+    }
+
+    fn delta_chunk(&self, index: u64, delta: Map<String, Value>) -> Value {
         let mut choice = Map::new();
         choice.insert("index".into(), Value::from(index));
         choice.insert("delta".into(), Value::Object(delta));
@@ -514,6 +725,26 @@ fn absorb(output: FilterOutput, released: &mut String, findings: &mut Vec<Findin
     released.push_str(&output.text);
     findings.extend(output.findings);
     output.blocked
+}
+
+/// A tool-call delta left with nothing but its index and empty arguments.
+fn tool_call_is_empty(call: &Value) -> bool {
+    let Some(obj) = call.as_object() else {
+        return false;
+    };
+    obj.iter().all(|(key, value)| match (key.as_str(), value) {
+        ("index", _) => true,
+        ("function", f) => function_is_empty(f),
+        _ => false,
+    })
+}
+
+/// A `function` / `function_call` object whose only field is empty arguments.
+fn function_is_empty(function: &Value) -> bool {
+    function.as_object().is_some_and(|obj| {
+        obj.iter()
+            .all(|(key, value)| key == "arguments" && value.as_str().is_some_and(str::is_empty))
+    })
 }
 
 /// A choice with nothing to say: no delta content or fields, no finish reason, no logprobs.
@@ -553,12 +784,33 @@ fn write_raw_frame(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'\n');
 }
 
+/// The byte span of the string `choices[0].delta.content` of a chunk (valid JSON) whose `choices` holds exactly
+/// one element.
+fn content_span(json: &[u8]) -> Option<(usize, usize)> {
+    let (start, end) = top_level_value_span(json, b"choices")?;
+    if json.get(start) != Some(&b'[') {
+        return None;
+    }
+    let first = skip_ws(json, start + 1);
+    let first_end = skip_value(json, first)?;
+    if skip_ws(json, first_end) + 1 != end {
+        return None;
+    }
+    let (delta, _) = object_value_span(json, first, b"delta")?;
+    let (s, e) = object_value_span(json, delta, b"content")?;
+    (json.get(s) == Some(&b'"')).then_some((s, e))
+}
+
 /// The byte span of the value of `key` in the top-level object of `json` (valid JSON), without building a tree.
 ///
 /// Keys are compared as raw bytes, so a key spelled with escapes is not recognised; that only means the value is
 /// left as it is.
 fn top_level_value_span(json: &[u8], key: &[u8]) -> Option<(usize, usize)> {
-    let mut i = skip_ws(json, 0);
+    object_value_span(json, skip_ws(json, 0), key)
+}
+
+/// Like [`top_level_value_span`] for the object starting at `json[i]`.
+fn object_value_span(json: &[u8], mut i: usize, key: &[u8]) -> Option<(usize, usize)> {
     if json.get(i) != Some(&b'{') {
         return None;
     }
@@ -1004,6 +1256,163 @@ mod tests {
             relay.feed(b"data: 0123456789abcdef"),
             Err(RelayError::Sse(SseError::LineTooLong { limit: 16 }))
         );
+    }
+
+    fn tool_chunk(choice: u64, calls: Value, finish: Option<&str>) -> String {
+        serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1712345678,
+            "model": "gpt-4o", "choices": [{"index": choice, "delta": calls, "finish_reason": finish}]})
+        .to_string()
+    }
+
+    /// A tool-call stream: call 0's arguments in `args0` fragments, call 1's in `args1`, interleaved, then a
+    /// legacy `function_call` on choice 1, then the finish chunk and `[DONE]`.
+    fn tool_stream(args0: &[&str], args1: &[&str]) -> Vec<u8> {
+        let mut s = String::new();
+        let head = |i: u64, name: &str| {
+            serde_json::json!({"tool_calls": [{"index": i, "id": format!("call_{i}"), "type": "function",
+                "function": {"name": name, "arguments": ""}}]})
+        };
+        s.push_str(&format!("data: {}\n\n", tool_chunk(0, head(0, "lookup"), None)));
+        s.push_str(&format!("data: {}\n\n", tool_chunk(0, head(1, "store"), None)));
+        for k in 0..args0.len().max(args1.len()) {
+            for (i, args) in [(0u64, args0), (1, args1)] {
+                if let Some(a) = args.get(k) {
+                    let delta = serde_json::json!({"tool_calls": [{"index": i, "function": {"arguments": a}}]});
+                    s.push_str(&format!("data: {}\n\n", tool_chunk(0, delta, None)));
+                }
+            }
+        }
+        for a in args0 {
+            let delta = serde_json::json!({"function_call": {"arguments": a}});
+            s.push_str(&format!("data: {}\n\n", tool_chunk(1, delta, None)));
+        }
+        s.push_str(&format!(
+            "data: {}\n\n",
+            tool_chunk(0, serde_json::json!({}), Some("tool_calls"))
+        ));
+        s.push_str("data: [DONE]\n\n");
+        s.into_bytes()
+    }
+
+    type ArgsByCall = std::collections::BTreeMap<(u64, Option<u64>), String>;
+
+    /// Per (choice, tool call index or `None` for `function_call`): the concatenated arguments; plus finish reasons
+    /// in order, and whether every frame parsed.
+    fn tool_args(bytes: &[u8]) -> (ArgsByCall, Vec<String>, bool) {
+        let mut args = std::collections::BTreeMap::new();
+        let mut reasons = Vec::new();
+        let mut parsed = true;
+        for e in events(bytes) {
+            if e.data == "[DONE]" {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+                parsed = false;
+                continue;
+            };
+            for c in v["choices"].as_array().into_iter().flatten() {
+                let ci = c["index"].as_u64().unwrap_or(0);
+                for call in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                    let entry: &mut String = args.entry((ci, call["index"].as_u64())).or_default();
+                    entry.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+                }
+                if let Some(a) = c["delta"]["function_call"]["arguments"].as_str() {
+                    args.entry((ci, None)).or_default().push_str(a);
+                }
+                if let Some(r) = c["finish_reason"].as_str() {
+                    reasons.push(r.to_owned());
+                }
+            }
+        }
+        (args, reasons, parsed)
+    }
+
+    #[test]
+    fn tool_call_arguments_go_through_their_own_filters() {
+        let input = tool_stream(&["{\"q\": ", "\"abc\"}"], &["{\"x\"", ": 1}"]);
+        let mut relay = ChunkRelay::new(None, factory::<Upper>(), SseLimits::default());
+        let (out, _) = run(&mut relay, &input, &[13]);
+        let (args, reasons, parsed) = tool_args(&out);
+        assert!(parsed);
+        assert_eq!(args.get(&(0, Some(0))).map(String::as_str), Some("{\"Q\": \"ABC\"}"));
+        assert_eq!(args.get(&(0, Some(1))).map(String::as_str), Some("{\"X\": 1}"));
+        assert_eq!(args.get(&(1, None)).map(String::as_str), Some("{\"Q\": \"ABC\"}"));
+        assert_eq!(reasons, vec!["tool_calls".to_owned()]);
+        // The tool call's id and name are kept.
+        let first: Value = serde_json::from_str(&events(&out)[0].data).unwrap_or(Value::Null);
+        assert_eq!(
+            first["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "lookup"
+        );
+        assert_eq!(first["choices"][0]["delta"]["tool_calls"][0]["id"], "call_0");
+        assert_eq!(relay.content_chars(), 0);
+    }
+
+    #[test]
+    fn held_arguments_are_released_before_the_finish_reason() {
+        let input = tool_stream(&["a", "b", "c"], &["x", "y"]);
+        let mut relay = ChunkRelay::new(None, factory::<HoldAll>(), SseLimits::default());
+        let (out, _) = run(&mut relay, &input, &[7]);
+        let (args, reasons, parsed) = tool_args(&out);
+        assert!(parsed);
+        assert_eq!(args.get(&(0, Some(0))).map(String::as_str), Some("abc"));
+        assert_eq!(args.get(&(0, Some(1))).map(String::as_str), Some("xy"));
+        assert_eq!(
+            args.get(&(1, None)).map(String::as_str),
+            Some("abc"),
+            "flushed at [DONE]"
+        );
+        assert_eq!(reasons, vec!["tool_calls".to_owned()]);
+        let evs = events(&out);
+        // head 0, head 1, released args of call 0, of call 1, the finish chunk, choice 1's function_call, [DONE].
+        assert_eq!(evs.len(), 7, "{evs:?}");
+        let released: Value = serde_json::from_str(&evs[2].data).unwrap_or(Value::Null);
+        assert_eq!(
+            released["choices"][0],
+            serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "abc"}}]},
+                "finish_reason": null})
+        );
+        let fin: Value = serde_json::from_str(&evs[4].data).unwrap_or(Value::Null);
+        assert_eq!(fin["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn blocked_arguments_stop_the_stream() {
+        let input = tool_stream(&["{\"v\": \"sec", "ret\"}"], &["{}"]);
+        let mut relay = ChunkRelay::new(None, factory::<BlockWord>(), SseLimits::default());
+        let (out, findings) = run(&mut relay, &input, &[5]);
+        let (args, reasons, parsed) = tool_args(&out);
+        assert!(parsed && relay.blocked() && relay.done());
+        assert_eq!(args.get(&(0, Some(0))).map(String::as_str), Some("{\"v\": \""));
+        assert_eq!(reasons, vec!["content_filter".to_owned()]);
+        assert_eq!(findings.len(), 1);
+        assert!(out.ends_with(DONE_FRAME));
+    }
+
+    #[test]
+    fn dlp_redacts_a_key_split_anywhere_in_tool_arguments() {
+        use crate::dlp::stream::filter_factory;
+        use crate::dlp::{Engine, Policy};
+        use std::sync::Arc;
+        let engine = Arc::new(Engine::new(None, "regex").unwrap_or_else(|e| panic!("{e}")));
+        let policy = Arc::new(Policy::default());
+        let args = "{\"cmd\": \"export AWS_ACCESS_KEY_ID=AKIAZ3MPLQ7RT2VWX4YB\"}";
+        for cut in 1..args.len() {
+            let input = tool_stream(&[&args[..cut], &args[cut..]], &[&args[..cut], &args[cut..]]);
+            let factory = filter_factory(Arc::clone(&engine), Arc::clone(&policy));
+            let mut relay = ChunkRelay::new(Some("pub".into()), Some(factory), SseLimits::default());
+            let (out, findings) = run(&mut relay, &input, &[4096]);
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("AKIAZ3MPLQ7RT2VWX4YB"), "cut {cut}: {text}");
+            let (got, reasons, parsed) = tool_args(&out);
+            assert!(parsed, "cut {cut}");
+            let want = "{\"cmd\": \"export AWS_ACCESS_KEY_ID=[REDACTED:AWS_ACCESS_KEY]\"}";
+            for key in [(0, Some(0)), (0, Some(1)), (1, None)] {
+                assert_eq!(got.get(&key).map(String::as_str), Some(want), "cut {cut} {key:?}");
+            }
+            assert_eq!(reasons, vec!["tool_calls".to_owned()]);
+            assert_eq!(findings.len(), 3, "cut {cut}");
+        }
     }
 
     proptest! {

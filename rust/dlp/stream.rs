@@ -37,6 +37,12 @@ use super::redact::marker;
 use super::rules::Action;
 use crate::filter::{FilterOutput, FindingNote, TextFilter};
 
+enum Walk {
+    Dead,
+    Matched,
+    Open,
+}
+
 /// One stream's scanner state.
 pub struct StreamScanner {
     engine: Arc<Engine>,
@@ -102,6 +108,89 @@ impl StreamScanner {
             }
         }
         !sid.is_dead()
+    }
+
+    /// Walks rule `i`'s anchored automaton from `p` to the end of `hay`: dead before the end (with or without a
+    /// match on the way), or still open (also on a cache error or a quit byte: holding is always safe).
+    fn walk(&mut self, i: usize, hay: &[u8], p: usize) -> Walk {
+        let dfa = &self.engine.rules()[i].dfa;
+        let cache = self.caches[i].get_or_insert_with(|| dfa.create_cache());
+        let input = Input::new(hay).range(p..).anchored(Anchored::Yes);
+        let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
+            return Walk::Open;
+        };
+        for &b in &hay[p..] {
+            match dfa.next_state(cache, sid, b) {
+                Ok(s) => sid = s,
+                Err(_) => return Walk::Open,
+            }
+            // Match states are tagged one byte late: a match ending just before `b`.
+            if sid.is_match() {
+                return Walk::Matched;
+            }
+            if sid.is_dead() {
+                return Walk::Dead;
+            }
+            if sid.is_quit() {
+                return Walk::Open;
+            }
+        }
+        Walk::Open
+    }
+
+    /// The common case, without the candidate finder: when no active rule's automaton reaches a match from any
+    /// position between the cursor and the first still-open position `h`, the selection has nothing before `h`,
+    /// so the text up to `h` is released as it is. `None` when a match (or the cap) needs the full path.
+    fn quick(&mut self) -> Option<FilterOutput> {
+        let buf = std::mem::take(&mut self.buf);
+        let hay = buf.as_bytes();
+        let len = hay.len();
+        let mut h = len;
+        let mut full = false;
+        'scan: for p in self.cur..len {
+            let b = usize::from(hay[p]);
+            for i in 0..self.actions.len() {
+                if self.actions[i] == Action::Allow || !self.engine.rules()[i].first[b] {
+                    continue;
+                }
+                match self.walk(i, hay, p) {
+                    Walk::Dead => {}
+                    Walk::Matched => {
+                        full = true;
+                        break 'scan;
+                    }
+                    Walk::Open => {
+                        full = self.engine.rules()[i].max_len.is_none() && len - p >= UNBOUNDED_CAP;
+                        h = p;
+                        break 'scan;
+                    }
+                }
+            }
+        }
+        self.buf = buf;
+        if full {
+            return None;
+        }
+        let hay = self.buf.as_bytes();
+        let release = floor_char(hay, h).max(self.pos);
+        let text = self.buf[self.pos..release].to_owned();
+        self.pos = release;
+        self.cur = self.cur.max(h);
+        self.keep_context();
+        Some(FilterOutput {
+            text,
+            ..FilterOutput::default()
+        })
+    }
+
+    /// Drops released text but one character, kept as look-behind context (`\b`, the IPv4 validator's previous
+    /// byte).
+    fn keep_context(&mut self) {
+        let hay = self.buf.as_bytes();
+        let keep = floor_char(hay, self.pos.saturating_sub(1)).min(self.pos);
+        self.buf.drain(..keep);
+        self.pos -= keep;
+        self.cur = ceil_char(self.buf.as_bytes(), self.cur.saturating_sub(keep)).max(self.pos);
     }
 
     /// The first position `>= from` where a match may still start, and the rule when it hit the cap.
@@ -198,12 +287,8 @@ impl StreamScanner {
             }
             break;
         }
-        // Keep one released character as look-behind context (`\b`, the IPv4 validator's previous byte).
-        let keep = floor_char(hay, self.pos.saturating_sub(1)).min(self.pos);
         self.buf = buf;
-        self.buf.drain(..keep);
-        self.pos -= keep;
-        self.cur = ceil_char(self.buf.as_bytes(), self.cur.saturating_sub(keep)).max(self.pos);
+        self.keep_context();
         out
     }
 }
@@ -217,7 +302,10 @@ impl TextFilter for StreamScanner {
             };
         }
         self.buf.push_str(text);
-        self.process(false)
+        match self.quick() {
+            Some(out) => out,
+            None => self.process(false),
+        }
     }
 
     fn finish(&mut self) -> FilterOutput {
