@@ -8,13 +8,12 @@ anything else with OpenAI's error envelope) or ``"stall"`` (never answers). Unli
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
-from tests.fakes.openai_upstream import free_port
+from tests.fakes._server import ServerThread
 
 Step = int | str
 
@@ -24,44 +23,20 @@ class ScriptedUpstream:
     script: list[Step] = field(default_factory=lambda: [200])
     port: int = 0
     served: list[Step] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
+    _server: ServerThread | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> ScriptedUpstream:
-        self.port = self.port or free_port()
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self._chat)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-            loop.run_until_complete(self._runner.setup())
-            loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._server = ServerThread([("/v1/chat/completions", self._chat)], self.port).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
     def __enter__(self) -> ScriptedUpstream:
         return self.start()
