@@ -206,11 +206,23 @@ class Limiter(ABC):
             concurrency=base.concurrency if conc is _ABSENT else _resolve(conc, "concurrency"),
         )
 
-    @abstractmethod
     async def admit(
         self, key_id: str, spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int | None
     ) -> Admission:
         """Admit the request (reserving its tokens and a concurrency slot) or raise `errors.RateLimited`."""
+        if spec.rpm is None and spec.tpm is None and spec.concurrency is None:
+            self._counts["admitted"] += 1
+            return Admission(key_id, spec, 0, None, {})
+        try:
+            cost = reservation(spec, prompt_tokens, max_completion_tokens, self._estimate)
+        except RateLimited:
+            self._counts["rejected_tokens"] += 1
+            raise
+        return await self._admit(key_id, spec, cost)
+
+    @abstractmethod
+    async def _admit(self, key_id: str, spec: LimitSpec, cost: int) -> Admission:
+        """The backend's part of `admit`: some limit is set and `cost` tokens are to be reserved."""
 
     @abstractmethod
     async def settle(self, admission: Admission, prompt_tokens: int, completion_tokens: int) -> None:
@@ -245,18 +257,8 @@ class MemoryLimiter(Limiter):
         self._inflight: dict[str, int] = {}
         self._until_prune = 4096
 
-    async def admit(
-        self, key_id: str, spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int | None
-    ) -> Admission:
+    async def _admit(self, key_id: str, spec: LimitSpec, cost: int) -> Admission:
         rpm, tpm, conc = spec.rpm, spec.tpm, spec.concurrency
-        if rpm is None and tpm is None and conc is None:
-            self._counts["admitted"] += 1
-            return Admission(key_id, spec, 0, None, {})
-        try:
-            cost = reservation(spec, prompt_tokens, max_completion_tokens, self._estimate)
-        except RateLimited:
-            self._counts["rejected_tokens"] += 1
-            raise
         now = self._clock()
         hit = 0
         wait = 0.0

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from workjet_fast.config.limits import LimitsConfig, LimitSpec
 from workjet_fast.errors import RateLimited
-from workjet_fast.pipeline.limits import Admission, Limiter, ratelimit_headers, rejection, reservation
+from workjet_fast.pipeline.limits import Admission, Limiter, ratelimit_headers, rejection
 
 __all__ = ["ADMIT_LUA", "SETTLE_LUA", "RedisLimiter"]
 
@@ -198,18 +198,8 @@ class RedisLimiter(Limiter):
     def _now(self) -> str | int:
         return "" if self._clock_us is None else self._clock_us()
 
-    async def admit(
-        self, key_id: str, spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int | None
-    ) -> Admission:
+    async def _admit(self, key_id: str, spec: LimitSpec, cost: int) -> Admission:
         rpm, tpm, conc = spec.rpm, spec.tpm, spec.concurrency
-        if rpm is None and tpm is None and conc is None:
-            self._counts["admitted"] += 1
-            return Admission(key_id, spec, 0, None, {})
-        try:
-            cost = reservation(spec, prompt_tokens, max_completion_tokens, self._estimate)
-        except RateLimited:
-            self._counts["rejected_tokens"] += 1
-            raise
         lease = f"{self._lease_base}{next(self._seq)}" if conc is not None else ""
         base = f"{self._prefix}{{{key_id}}}"
         try:
