@@ -267,6 +267,8 @@ def _history() -> list[str]:
             o = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
+        if o.get("settings", {}).get("repeats", 0) < 3 or not o.get("load"):
+            continue  # smoke runs (--quick, a subset) say little about run-to-run spread
         on = _rps(o, "json", 32, "workjet-on")
         cells = [f"{on:,.0f}" if on == on else "–"]
         for other in ("workjet-off", "starlette-aiohttp", "nginx-proxy", "litellm"):
