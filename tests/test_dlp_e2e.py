@@ -180,3 +180,11 @@ def test_a_secret_split_at_any_position_never_reaches_the_client(
                     assert got.startswith("Sure: ") and got.endswith(" -- done."), (rule, cut)
     finally:
         gw.stop()
+
+
+def test_dlp_header_says_off_when_dlp_is_disabled(gateway_factory: GatewayFactory, fake_upstream: FakeOpenAI) -> None:
+    gw = gateway_factory("dlp:\n  enabled: false\n", name="off")
+    key = gw.create_key("k")
+    r = post(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"k {AWS}"}]}, key=key)
+    assert r.status_code == 200 and r.headers["x-workjet-dlp"] == "off"
+    assert fake_upstream.requests[-1].body["messages"][0]["content"] == f"k {AWS}"

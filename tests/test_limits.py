@@ -360,3 +360,15 @@ def test_make_limiter_redis_is_shared_whatever_the_worker_count() -> None:
         await lim.aclose()
 
     run(go)
+
+
+@given(
+    limit=st.integers(min_value=1, max_value=10**13),
+    level=st.floats(min_value=0.0, max_value=60.0, allow_nan=False),
+)
+def test_remaining_is_never_above_the_limit(limit: int, level: float) -> None:
+    from workjet_fast.pipeline.limits import ratelimit_headers
+
+    h = ratelimit_headers(LimitSpec(rpm=limit, tpm=limit), level, level)
+    assert 0 <= int(h["x-ratelimit-remaining-requests"]) <= limit
+    assert 0 <= int(h["x-ratelimit-remaining-tokens"]) <= limit

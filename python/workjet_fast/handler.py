@@ -45,6 +45,7 @@ class ChatHandler:
         self.gw = gateway
         self.max_body = gateway.settings.server.max_body_bytes
         self.store_bodies = gateway.settings.audit.store_bodies
+        self.dlp_on = gateway.settings.dlp.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -147,7 +148,7 @@ class ChatHandler:
         payload = orjson.dumps(result)
         ctx.finish(200)
         headers.append(_JSON)
-        headers.append((b"x-workjet-dlp", ctx.dlp_state.encode()))
+        headers.append((b"x-workjet-dlp", ctx.dlp_state.encode() if self.dlp_on else b"off"))
         headers.append(_overhead(ctx))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -165,7 +166,7 @@ class ChatHandler:
         relay = self.gw.dlp.relay(ctx.served_model or route.public_id, ctx, route.public_id)
         headers.extend(_SSE_HEADERS)
         # A stream's headers leave before its text is scanned: the header tells the request side only.
-        headers.append((b"x-workjet-dlp", ctx.dlp_state.encode()))
+        headers.append((b"x-workjet-dlp", ctx.dlp_state.encode() if self.dlp_on else b"off"))
         headers.append(_overhead(ctx))
         watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task(), ctx))
         ctx.status = 200

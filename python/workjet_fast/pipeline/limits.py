@@ -96,12 +96,12 @@ def ratelimit_headers(spec: LimitSpec, rpm_level: float, tpm_level: float) -> di
     headers: dict[str, str] = {}
     rpm, tpm = spec.rpm, spec.tpm
     if rpm is not None:
-        left = int((WINDOW - rpm_level) * rpm / WINDOW + _EPS + rpm * 2e-9)  # inlined (hot); see _EPS
+        left = min(rpm, int((WINDOW - rpm_level) * rpm / WINDOW + _EPS + rpm * 2e-9))  # inlined (hot); see _EPS
         headers["x-ratelimit-limit-requests"] = str(rpm)
         headers["x-ratelimit-remaining-requests"] = str(left) if left > 0 else "0"
         headers["x-ratelimit-reset-requests"] = go_duration(rpm_level)
     if tpm is not None:
-        left = int((WINDOW - tpm_level) * tpm / WINDOW + _EPS + tpm * 2e-9)
+        left = min(tpm, int((WINDOW - tpm_level) * tpm / WINDOW + _EPS + tpm * 2e-9))
         headers["x-ratelimit-limit-tokens"] = str(tpm)
         headers["x-ratelimit-remaining-tokens"] = str(left) if left > 0 else "0"
         headers["x-ratelimit-reset-tokens"] = go_duration(tpm_level)
