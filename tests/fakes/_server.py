@@ -19,6 +19,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def _cancel_pending() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ServerThread:
     def __init__(self, routes: list[tuple[str, Handler]], port: int = 0) -> None:
         self.routes = routes  # (path, handler) for POST
@@ -42,6 +49,7 @@ class ServerThread:
             loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
             ready.set()
             loop.run_forever()
+            loop.run_until_complete(_cancel_pending())  # handlers still stalled: end them before closing
             loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)

@@ -255,7 +255,15 @@ class Router:
 
 
 def _tried(ctx: RequestContext) -> str:
-    return "; ".join(f"{a.deployment}: {a.error or a.outcome}" for a in ctx.attempts)
+    """What was tried and why it failed, a repeated attempt folded into one entry: `x: refused (3 attempts)`."""
+    parts: list[tuple[str, int]] = []
+    for a in ctx.attempts:
+        text = f"{a.deployment}: {a.error or a.outcome}"
+        if parts and parts[-1][0] == text:
+            parts[-1] = (text, parts[-1][1] + 1)
+        else:
+            parts.append((text, 1))
+    return "; ".join(text if n == 1 else f"{text} ({n} attempts)" for text, n in parts)
 
 
 def _capped(body: dict[str, Any], cap: int | None) -> dict[str, Any]:
