@@ -25,6 +25,7 @@ The clock is injectable so tests drive time instead of sleeping.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -162,37 +163,17 @@ class Breaker:
 
 
 class BreakerBoard:
-    """Every deployment's breaker, by label (`provider/model`), created on first use."""
+    """Every deployment's breaker, by label (`provider/model`), created on first use with the same settings
+    (the arguments are `Breaker`'s)."""
 
-    def __init__(
-        self,
-        failure_threshold: int,
-        cooldown: float,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        error_ratio: float | None = None,
-        window: int = 20,
-        min_calls: int = 10,
-    ) -> None:
-        self.failure_threshold = failure_threshold
-        self.cooldown = cooldown
-        self._clock = clock
-        self.error_ratio = error_ratio
-        self.window = window
-        self.min_calls = min_calls
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._make = functools.partial(Breaker, *args, **kwargs)
         self._breakers: dict[str, Breaker] = {}
 
     def get(self, label: str) -> Breaker:
         b = self._breakers.get(label)
         if b is None:
-            b = self._breakers[label] = Breaker(
-                self.failure_threshold,
-                self.cooldown,
-                self._clock,
-                error_ratio=self.error_ratio,
-                window=self.window,
-                min_calls=self.min_calls,
-            )
+            b = self._breakers[label] = self._make()
         return b
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
