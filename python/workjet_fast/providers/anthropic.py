@@ -43,7 +43,6 @@ from workjet_fast.errors import BadRequest
 from workjet_fast.providers.anthropic_stream import FINISH_REASONS, AnthropicStream, chat_id, openai_usage
 from workjet_fast.providers.base import Provider, UpstreamFailure, UpstreamStream
 from workjet_fast.providers.http import HttpClient
-from workjet_fast.providers.openai import upstream_error_message
 
 __all__ = ["AnthropicProvider", "from_anthropic", "to_anthropic"]
 
@@ -61,14 +60,7 @@ class AnthropicProvider(Provider):
 
     async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         payload = orjson.dumps(to_anthropic(model, body, self.config.default_max_tokens))
-        resp = await self.client.post(self._url, self._headers, payload)
-        data = await resp.read()
-        if resp.status != 200:
-            raise UpstreamFailure(upstream_error_message(resp.status, data), status=resp.status)
-        try:
-            msg = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("the upstream answered 200 with a body that is not JSON", status=502) from None
+        msg = await self._post_json(self._url, payload)
         if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
             raise UpstreamFailure("the upstream answered 200 without `content`", status=502)
         return from_anthropic(msg, model)
@@ -78,11 +70,7 @@ class AnthropicProvider(Provider):
         req["stream"] = True
         opts = body.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-        resp = await self.client.post(self._url, self._headers, orjson.dumps(req))
-        if resp.status != 200:
-            data = await resp.read()
-            raise UpstreamFailure(upstream_error_message(resp.status, data), status=resp.status)
-        return AnthropicStream(resp, model, include_usage)
+        return AnthropicStream(await self._open(self._url, orjson.dumps(req)), model, include_usage)
 
 
 # ---- request ---------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 
 class UpstreamFailure(Exception):
     """One attempt failed before any byte reached the client.
@@ -25,3 +27,20 @@ class UpstreamFailure(Exception):
     def client_fault(self) -> bool:
         """The upstream rejected the request itself (400/404/413/422): retrying elsewhere won't help."""
         return self.status in (400, 404, 413, 422)
+
+
+def upstream_error_message(status: int, data: bytes) -> str:
+    """`HTTP 429: <the provider's error.message>`; the raw text (truncated) when it is not JSON."""
+    detail = ""
+    try:
+        obj = orjson.loads(data)
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(err, dict):
+            detail = str(err.get("message") or "")
+        elif isinstance(err, str):
+            detail = err
+        elif isinstance(obj, dict) and isinstance(obj.get("message"), str):
+            detail = obj["message"]
+    except orjson.JSONDecodeError:
+        detail = data[:200].decode("utf-8", "replace").strip()
+    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"

@@ -17,7 +17,7 @@ from workjet_fast.config import ProviderConfig
 from workjet_fast.providers.base import Provider, UpstreamFailure, UpstreamStream
 from workjet_fast.providers.http import HttpClient, StreamBody
 
-__all__ = ["OpenAIProvider", "upstream_error_message"]
+__all__ = ["OpenAIProvider"]
 
 
 class OpenAIProvider(Provider):
@@ -42,24 +42,13 @@ class OpenAIProvider(Provider):
         return orjson.dumps(body)
 
     async def complete(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
-        resp = await self.client.post(self._url(model), self._headers, self._body(model, body))
-        data = await resp.read()
-        if resp.status != 200:
-            raise UpstreamFailure(upstream_error_message(resp.status, data), status=resp.status)
-        try:
-            out = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("the upstream answered 200 with a body that is not JSON", status=502) from None
+        out = await self._post_json(self._url(model), self._body(model, body))
         if not isinstance(out, dict) or not isinstance(out.get("choices"), list):
             raise UpstreamFailure("the upstream answered 200 without `choices`", status=502)
         return out
 
     async def stream(self, model: str, body: dict[str, Any]) -> UpstreamStream:
-        resp = await self.client.post(self._url(model), self._headers, self._body(model, body))
-        if resp.status != 200:
-            data = await resp.read()
-            raise UpstreamFailure(upstream_error_message(resp.status, data), status=resp.status)
-        return _PassThroughStream(resp)
+        return _PassThroughStream(await self._open(self._url(model), self._body(model, body)))
 
 
 class _PassThroughStream(UpstreamStream):
@@ -71,20 +60,3 @@ class _PassThroughStream(UpstreamStream):
 
     async def aclose(self) -> None:
         self._body.close()
-
-
-def upstream_error_message(status: int, data: bytes) -> str:
-    """`HTTP 429: <the provider's error.message>`; the raw text (truncated) when it is not JSON."""
-    detail = ""
-    try:
-        obj = orjson.loads(data)
-        err = obj.get("error") if isinstance(obj, dict) else None
-        if isinstance(err, dict):
-            detail = str(err.get("message") or "")
-        elif isinstance(err, str):
-            detail = err
-        elif isinstance(obj, dict) and isinstance(obj.get("message"), str):
-            detail = obj["message"]
-    except orjson.JSONDecodeError:
-        detail = data[:200].decode("utf-8", "replace").strip()
-    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
