@@ -178,3 +178,15 @@ def test_usage_errors_exit_2() -> None:
     assert run().returncode == 2
     assert run("keys").returncode == 2
     assert run("keys", "create").returncode == 2  # --name is required
+
+
+def test_serve_refuses_memory_limits_with_several_workers_unless_accepted(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(base_config("http://127.0.0.1:9/v1", tmp_path))
+    port = str(free_port())
+    out = subprocess.run(
+        [WORKJET, "serve", "--config", str(cfg), "--workers", "2", "--port", port],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "accept_per_process_limits" in out.stderr and "Traceback" not in out.stderr
