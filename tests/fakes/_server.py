@@ -7,6 +7,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -67,3 +68,31 @@ class ServerThread:
         if self._thread is not None:
             self._thread.join(10)
         self._loop = None
+
+
+F = TypeVar("F", bound="Fake")
+
+
+class Fake:
+    """What every fake upstream shares: `start()` (or `with`) serves `routes()` on `port` (0: a free one)."""
+
+    port: int
+    _server: ServerThread | None
+
+    def routes(self) -> list[tuple[str, Handler]]:
+        raise NotImplementedError
+
+    def start(self: F) -> F:
+        self._server = ServerThread(self.routes(), self.port).start()
+        self.port = self._server.port
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self: F) -> F:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import ServerThread
+from tests.fakes._server import Fake, Handler, ServerThread
 from tests.fakes.openai_upstream import Recorded
 
 API_KEY = "sk-ant-fake-secret-key"
@@ -51,7 +51,7 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 @dataclass
-class FakeAnthropic:
+class FakeAnthropic(Fake):
     reply: str | None = None
     tool_input: dict[str, Any] = field(default_factory=lambda: {"city": "Paris", "unit": "celsius"})
     port: int = 0
@@ -62,20 +62,8 @@ class FakeAnthropic:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> FakeAnthropic:
-        self._server = ServerThread([("/v1/messages", self._messages)], self.port).start()
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def routes(self) -> list[tuple[str, Handler]]:
+        return [("/v1/messages", self._messages)]
 
     # ---- validation as the real API does it -------------------------------------------------------------------
 

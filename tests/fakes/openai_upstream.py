@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import ServerThread, free_port
+from tests.fakes._server import Fake, Handler, ServerThread, free_port
 
 __all__ = ["FakeOpenAI", "Recorded", "free_port"]
 
@@ -38,7 +38,7 @@ class Recorded:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(Fake):
     reply: str | None = None
     chunks: int = 6
     port: int = 0
@@ -51,14 +51,8 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> FakeOpenAI:
-        self._server = ServerThread([("/v1/chat/completions", self._chat)], self.port).start()
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
+    def routes(self) -> list[tuple[str, Handler]]:
+        return [("/v1/chat/completions", self._chat)]
 
     def _text(self, body: dict[str, Any]) -> str:
         if self.reply is not None:

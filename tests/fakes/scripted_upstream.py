@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import ServerThread
+from tests.fakes._server import Fake, Handler, ServerThread
 
 Step = int | str
 
 
 @dataclass
-class ScriptedUpstream:
+class ScriptedUpstream(Fake):
     script: list[Step] = field(default_factory=lambda: [200])
     port: int = 0
     served: list[Step] = field(default_factory=list)
@@ -29,20 +29,8 @@ class ScriptedUpstream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> ScriptedUpstream:
-        self._server = ServerThread([("/v1/chat/completions", self._chat)], self.port).start()
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> ScriptedUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def routes(self) -> list[tuple[str, Handler]]:
+        return [("/v1/chat/completions", self._chat)]
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
