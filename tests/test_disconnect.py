@@ -50,7 +50,8 @@ def test_client_disconnect_cancels_upstream(gateway: GatewayProc, fake_upstream:
         assert text.rstrip().endswith(b"data: [DONE]")
     assert fake_upstream.completed_streams == 1
     assert fake_upstream.disconnects == 1
-    assert '"status":499' in gateway.output() and '"error_code":"client_closed"' in gateway.output()
+    # Access log lines are flushed at least every 0.5 s (gateway.ACCESS_FLUSH_SECONDS).
+    assert wait_for(lambda: '"status":499' in gateway.output() and '"error_code":"client_closed"' in gateway.output())
 
 
 def test_repeated_disconnects_leave_no_stuck_streams(gateway: GatewayProc, fake_upstream: FakeOpenAI) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +33,8 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger("workjet.gateway")
 
+ACCESS_FLUSH_SECONDS = 0.5
+
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
@@ -49,7 +51,12 @@ class Gateway:
         self.metrics.register_circuits(
             lambda: {label: b["state"] for label, b in self.router.breakers.snapshot().items()}
         )
-        self._access_out = sys.stderr.buffer if settings.server.access_log else None
+        # Access log lines are buffered and written at least every ACCESS_FLUSH_SECONDS (and at shutdown):
+        # one write per batch instead of a syscall per request. The audit log is the durable record.
+        self._access_out: BinaryIO | None = (
+            open(sys.stderr.fileno(), "wb", buffering=64 * 1024, closefd=False) if settings.server.access_log else None
+        )
+        self._flusher: asyncio.Task[None] | None = None
         self._audit_on = settings.audit.enabled
         self.started = time.time()
         self._models_created = int(self.started)
@@ -61,9 +68,14 @@ class Gateway:
         await asyncio.to_thread(self._warm_up_token_counter)
         self.keys.start()
         self.audit.start()
+        if self._access_out is not None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         try:
             yield
         finally:
+            if self._flusher is not None:
+                self._flusher.cancel()
+            self._flush_access_now()
             await self.keys.stop()
             for p in self.providers.values():
                 await p.aclose()
@@ -71,6 +83,18 @@ class Gateway:
             # Every queued audit record reaches the database or the spill file before the process exits.
             await asyncio.to_thread(self.audit.close)
             self.db.close()
+
+    async def _flush_access_log(self) -> None:
+        while True:
+            await asyncio.sleep(ACCESS_FLUSH_SECONDS)
+            self._flush_access_now()
+
+    def _flush_access_now(self) -> None:
+        if self._access_out is not None:
+            try:
+                self._access_out.flush()
+            except (OSError, ValueError):
+                pass
 
     def _warm_up_token_counter(self) -> None:
         """When a token budget is configured, build the encodings the configured models use now rather than
@@ -122,7 +146,6 @@ class Gateway:
         if self._access_out is not None:
             try:
                 self._access_out.write(access_log_line(record))
-                self._access_out.flush()
             except (OSError, ValueError):
                 pass
         if self._audit_on:
