@@ -87,8 +87,9 @@ bench: dev
 	cargo bench $(if $(LIBHS),--features hyperscan)
 	$(BIN)/python -m pytest benches/py --benchmark-only --benchmark-columns=median,ops -p no:cacheprovider
 
+# e.g. make bench-load BENCH_ARGS="--soak 600" or BENCH_ARGS="--quick --no-litellm"
 bench-load: build-release
-	$(BIN)/python -m benches.load.run
+	$(BIN)/python -m benches.load.run $(BENCH_ARGS)
 
 dlp-eval: dev
 	$(BIN)/python -m workjet_fast.dlp_eval
