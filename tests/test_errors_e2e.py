@@ -214,3 +214,12 @@ def test_unreachable_postgres_storage_fails_start_up(tmp_path: Path, fake_upstre
     with pytest.raises(RuntimeError, match="gateway exited with") as info:
         start_gateway(text, tmp_path)
     assert "cannot open postgresql://" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/nope"), ("GET", "/admin/health")],
+)
+def test_every_response_carries_a_request_id(http: httpx.Client, method: str, path: str) -> None:
+    r = http.request(method, path)
+    assert r.headers["x-request-id"].startswith("req_")

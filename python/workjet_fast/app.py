@@ -21,7 +21,7 @@ from workjet_fast.context import RequestContext
 from workjet_fast.errors import GatewayError
 from workjet_fast.gateway import Gateway
 from workjet_fast.handler import ChatHandler
-from workjet_fast.web import Receive, Scope, Send, api_key_from, error_response, new_request_id
+from workjet_fast.web import Message, Receive, Scope, Send, api_key_from, error_response, new_request_id
 
 __all__ = ["create_app"]
 
@@ -87,7 +87,21 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
                 e.headers["allow"] = "POST"
                 await error_response(e, new_request_id())(scope, receive, send)
             return
-        await starlette(scope, receive, send)
+        if scope["type"] != "http":
+            await starlette(scope, receive, send)
+            return
+        request_id = new_request_id().encode()
+
+        async def send_with_id(message: Message) -> None:
+            # Every response carries x-request-id: routes that set their own keep it, the rest get one here.
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", request_id))
+                    message["headers"] = headers
+            await send(message)
+
+        await starlette(scope, receive, send_with_id)
 
     app.gateway = gateway  # type: ignore[attr-defined]
     return app

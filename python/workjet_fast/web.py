@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from workjet_fast.errors import GatewayError
 
-__all__ = ["Receive", "Scope", "Send", "api_key_from", "error_response", "new_request_id"]
+__all__ = ["Message", "Receive", "Scope", "Send", "api_key_from", "error_response", "new_request_id"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
