@@ -1004,23 +1004,14 @@ mod tests {
     fn run(relay: &mut ChunkRelay, input: &[u8], sizes: &[usize]) -> (Vec<u8>, Vec<FindingNote>) {
         let mut out = Vec::new();
         let mut findings = Vec::new();
-        let mut rest = input;
-        let mut i = 0;
-        while !rest.is_empty() {
-            let n = sizes
-                .get(i % sizes.len().max(1))
-                .copied()
-                .unwrap_or(1)
-                .clamp(1, rest.len());
-            match relay.feed(&rest[..n]) {
+        for piece in crate::sse::chunked(input, sizes) {
+            match relay.feed(piece) {
                 Ok(o) => {
                     out.extend(o.bytes);
                     findings.extend(o.findings);
                 }
                 Err(e) => return (format!("error: {e}").into_bytes(), findings),
             }
-            rest = &rest[n..];
-            i += 1;
         }
         let o = relay.finish();
         out.extend(o.bytes);

@@ -319,6 +319,28 @@ impl SseParser {
     }
 }
 
+/// Test helper: `input` cut into pieces of the given sizes, cycling through them (a size of 0 counts as 1),
+/// as network reads would deliver it.
+#[cfg(test)]
+pub(crate) fn chunked<'a>(input: &'a [u8], sizes: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+    let mut rest = input;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = sizes
+            .get(i % sizes.len().max(1))
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, rest.len());
+        let (piece, tail) = rest.split_at(n);
+        rest = tail;
+        i += 1;
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,17 +363,8 @@ mod tests {
     fn parse_chunked(input: &[u8], sizes: &[usize]) -> Vec<Event> {
         let mut p = SseParser::default();
         let mut out = Vec::new();
-        let mut rest = input;
-        let mut i = 0;
-        while !rest.is_empty() {
-            let n = sizes
-                .get(i % sizes.len().max(1))
-                .copied()
-                .unwrap_or(1)
-                .clamp(1, rest.len());
-            out.extend(p.feed(&rest[..n]).unwrap_or_default());
-            rest = &rest[n..];
-            i += 1;
+        for piece in chunked(input, sizes) {
+            out.extend(p.feed(piece).unwrap_or_default());
         }
         out.extend(p.finish());
         out

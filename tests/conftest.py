@@ -156,12 +156,33 @@ def start_gateway(
 GatewayFactory = Callable[..., GatewayProc]
 
 
+def wait_for(predicate: Callable[[], object], deadline_s: float = 15.0) -> bool:
+    """Poll until `predicate()` holds; the deadline is a correctness bound, not a performance threshold."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
 @pytest.fixture
 def gateway_factory(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[GatewayFactory]:
     started: list[GatewayProc] = []
 
-    def make(extra: str = "", *, config_text: str | None = None, name: str = "gw", **kw: object) -> GatewayProc:
+    def make(
+        extra: str = "",
+        *,
+        config_text: str | None = None,
+        sections: str | None = None,
+        name: str = "gw",
+        **kw: object,
+    ) -> GatewayProc:
+        """The base configuration plus `extra`; or `config_text` whole; or `sections` (providers, models, ...)
+        under a server/storage header that points at this gateway's own data directory."""
         data = tmp_path / name
+        if sections is not None:
+            config_text = f"server:\n  data_dir: {data}\nstorage:\n  url: sqlite:///{data}/workjet.db\n" + sections
         text = config_text if config_text is not None else base_config(fake_upstream.base_url, data, extra)
         gw = start_gateway(text, data, **kw)  # type: ignore[arg-type]
         started.append(gw)

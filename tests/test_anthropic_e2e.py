@@ -44,12 +44,7 @@ def claude() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def gw(gateway_factory: GatewayFactory, claude: FakeAnthropic, tmp_path: Path) -> GatewayProc:
-    data = tmp_path / "claude-gw"
-    config = f"""
-server:
-  data_dir: {data}
-storage:
-  url: sqlite:///{data}/workjet.db
+    sections = f"""
 providers:
   claude:
     type: anthropic
@@ -78,7 +73,7 @@ models:
       - {{provider: dead, model: gpt-nowhere}}
       - {{provider: claude, model: claude-backup, priority: 1}}
 """
-    g = gateway_factory(config_text=config, name="claude-gw")
+    g = gateway_factory(sections=sections, name="claude-gw")
     g.keys["default"] = g.create_key("default")
     return g
 

@@ -5,14 +5,13 @@ clients that disconnect mid-stream leave no upstream connection behind, and the 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import GatewayFactory, GatewayProc
+from tests.conftest import GatewayFactory, GatewayProc, wait_for
 from tests.fakes.openai_upstream import FakeOpenAI
 
 pytestmark = [
@@ -34,23 +33,8 @@ def open_connections(port: int) -> int:
     return count
 
 
-def wait_for(predicate: Callable[[], bool], deadline_s: float = 15.0) -> bool:
-    """Poll until `predicate()` holds; the deadline is a correctness bound, not a performance threshold."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def _gateway(gateway_factory: GatewayFactory, fake: FakeOpenAI, tmp_path: Path) -> tuple[GatewayProc, str]:
-    data = tmp_path / "gw-pool"
-    config = f"""
-server:
-  data_dir: {data}
-storage:
-  url: sqlite:///{data}/workjet.db
+    sections = f"""
 providers:
   fake:
     type: openai
@@ -63,7 +47,7 @@ models:
   ok: {{provider: fake, model: upstream-ok}}
   slow: {{provider: fake, model: slow}}
 """
-    gw = gateway_factory(config_text=config, name="gw-pool")
+    gw = gateway_factory(sections=sections, name="gw-pool")
     key = gw.create_key("pool")
     # One request first, so the key is in the gateway's cache before the concurrent requests: this file is about
     # upstream connections, not about first-use look-ups of a fresh key (auth.py rate-limits those).
@@ -167,12 +151,7 @@ def test_http2_disconnects_reset_streams_and_keep_one_connection(
 
     up = H2Upstream().start()
     try:
-        data = tmp_path / "gw-h2-pool"
-        config = f"""
-server:
-  data_dir: {data}
-storage:
-  url: sqlite:///{data}/workjet.db
+        sections = f"""
 providers:
   h2:
     type: openai
@@ -185,7 +164,7 @@ models:
   ok: {{provider: h2, model: ok}}
   slow: {{provider: h2, model: slow}}
 """
-        gw = gateway_factory(config_text=config, name="gw-h2-pool")
+        gw = gateway_factory(sections=sections, name="gw-h2-pool")
         key = gw.create_key("h2")
         headers = {"authorization": f"Bearer {key}"}
         assert httpx.get(gw.v1 + "/models", headers=headers).status_code == 200

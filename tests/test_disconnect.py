@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from tests.conftest import GatewayProc
+from tests.conftest import GatewayProc, wait_for
 from tests.fakes.openai_upstream import FakeOpenAI
 
 pytestmark = pytest.mark.slow
 
 MSG = [{"role": "user", "content": "tick tock"}]
-
-
-def wait_for(predicate: object, deadline_s: float = 10.0) -> bool:
-    """Poll until `predicate()` holds; the deadline is a correctness bound, not a performance threshold."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(predicate())  # type: ignore[operator]
 
 
 def test_client_disconnect_cancels_upstream(gateway: GatewayProc, fake_upstream: FakeOpenAI) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, wait_for
 from tests.fakes.openai_upstream import free_port
 from workjet_fast.config import ConfigError, ProviderConfig, parse_settings
 from workjet_fast.providers.http import HttpClient, StreamBody, parse_retry_after, retry_after_box
@@ -28,16 +27,6 @@ from workjet_fast.providers.http2 import _Http2Body
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
-
-
-def wait_for(predicate: Callable[[], bool], deadline_s: float = 10.0) -> bool:
-    """Poll until `predicate()` holds; the deadline is a correctness bound, not a performance threshold."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @dataclass
@@ -298,12 +287,7 @@ def test_parse_retry_after() -> None:
 
 
 def test_gateway_end_to_end_over_h2c(gateway_factory: GatewayFactory, h2_upstream: H2Upstream, tmp_path: Any) -> None:
-    data = tmp_path / "gw-h2"
-    config = f"""
-server:
-  data_dir: {data}
-storage:
-  url: sqlite:///{data}/workjet.db
+    sections = f"""
 providers:
   h2:
     type: openai
@@ -313,7 +297,7 @@ providers:
 models:
   m: {{provider: h2, model: m}}
 """
-    gw = gateway_factory(config_text=config, name="gw-h2")
+    gw = gateway_factory(sections=sections, name="gw-h2")
     key = gw.create_key("h2")
     before = len(h2_upstream.versions)
     with openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0) as sdk:

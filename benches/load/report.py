@@ -13,22 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benches.load.targets import SYSTEMS
+
 __all__ = ["replace_sections", "write_report"]
 
 HERE = Path(__file__).parent
 RESULTS_MD = HERE.parent / "RESULTS.md"
 CHART = HERE / "results" / "chart.png"
 LOAD, CLIENT, PROFILE = "## Load benchmark (make bench-load)", "## Upstream client", "## Profile"
-ORDER = [
-    "direct",
-    "nginx-proxy",
-    "workjet-on",
-    "workjet-off",
-    "starlette-aiohttp",
-    "starlette-httpx",
-    "starlette-httpx-tuned",
-    "litellm",
-]
+ORDER = SYSTEMS
 LABEL = {
     "direct": "fake upstream direct (floor)",
     "nginx-proxy": "nginx proxy_pass",

@@ -30,6 +30,7 @@ from benches.load.procs import BenchError, require_tools, rss_bytes, stop_all
 from benches.load.targets import (
     DRIVER_CORE,
     ROOT,
+    SYSTEMS,
     Target,
     start_direct,
     start_gateway,
@@ -40,16 +41,7 @@ from benches.load.targets import (
 from benches.load.wrk import run_wrk
 
 RESULTS = Path(__file__).with_name("results")
-ALL = [
-    "direct",
-    "nginx-proxy",
-    "workjet-on",
-    "workjet-off",
-    "starlette-aiohttp",
-    "starlette-httpx",
-    "starlette-httpx-tuned",
-    "litellm",
-]
+ALL = SYSTEMS
 JSON_ONLY = {"starlette-httpx", "starlette-httpx-tuned"}  # upstream-client candidates: the JSON path is the question
 
 

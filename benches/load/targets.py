@@ -24,6 +24,17 @@ from benches.load.procs import BenchError, Proc, free_port, pin
 __all__ = ["Target", "start_direct", "start_gateway", "start_litellm", "start_nginx_proxy", "start_passthrough"]
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every system, in the order runs and reports list them.
+SYSTEMS = [
+    "direct",
+    "nginx-proxy",
+    "workjet-on",
+    "workjet-off",
+    "starlette-aiohttp",
+    "starlette-httpx",
+    "starlette-httpx-tuned",
+    "litellm",
+]
 GATEWAY_CORE, DRIVER_CORE = 1, 0
 
 

@@ -18,7 +18,7 @@ from starlette.routing import Route as HttpRoute
 
 from workjet_fast.config import Settings
 from workjet_fast.context import RequestContext
-from workjet_fast.errors import GatewayError
+from workjet_fast.errors import GatewayError, MethodNotAllowed, NotFound
 from workjet_fast.gateway import Gateway
 from workjet_fast.handler import ChatHandler
 from workjet_fast.web import Message, Receive, Scope, Send, api_key_from, error_response, new_request_id
@@ -61,8 +61,7 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
         return Response(gateway.metrics_text(), media_type="text/plain; version=0.0.4")
 
     async def not_found(request: Request, exc: Exception | None = None) -> Response:
-        e = GatewayError(f"Unknown route: {request.method} {request.url.path}")
-        e.status, e.code, e.type = 404, "not_found", "invalid_request_error"
+        e = NotFound(f"Unknown route: {request.method} {request.url.path}")
         return error_response(e, new_request_id())
 
     routes = [
@@ -82,9 +81,9 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
             if scope["method"] == "POST":
                 await chat(scope, receive, send)
             else:
-                e = GatewayError(f"Method {scope['method']} is not allowed on {CHAT_PATH}; use POST.")
-                e.status, e.code, e.type = 405, "method_not_allowed", "invalid_request_error"
-                e.headers["allow"] = "POST"
+                e = MethodNotAllowed(
+                    f"Method {scope['method']} is not allowed on {CHAT_PATH}; use POST.", headers={"allow": "POST"}
+                )
                 await error_response(e, new_request_id())(scope, receive, send)
             return
         if scope["type"] != "http":
@@ -108,8 +107,7 @@ def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable
 
 
 async def _method_not_allowed(request: Request, exc: Exception | None = None) -> Response:
-    e = GatewayError(f"Method {request.method} is not allowed on {request.url.path}.")
-    e.status, e.code, e.type = 405, "method_not_allowed", "invalid_request_error"
+    e = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
     allow = getattr(exc, "headers", None) or {}
     if "Allow" in allow:
         e.headers["allow"] = allow["Allow"]

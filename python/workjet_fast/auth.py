@@ -239,12 +239,3 @@ class KeyCache:
         if rec is None:
             raise Unauthorized("Invalid API key: unknown or revoked.")
         return rec
-
-
-def bearer(value: str | None) -> str | None:
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None

@@ -7,6 +7,7 @@ GatewayError                      status  code
  ├── Forbidden                    403     model_not_allowed
  ├── DlpBlocked                   403     dlp_blocked
  ├── NotFound                     404     not_found
+ ├── MethodNotAllowed             405     method_not_allowed
  ├── PayloadTooLarge              413     payload_too_large
  ├── RateLimited                  429     rate_limited
  ├── ProviderError                502     provider_error
@@ -25,6 +26,7 @@ __all__ = [
     "DlpBlocked",
     "Forbidden",
     "GatewayError",
+    "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "ProviderError",
@@ -68,6 +70,10 @@ class DlpBlocked(GatewayError):
 
 class NotFound(GatewayError):
     status, code, type = 404, "not_found", "invalid_request_error"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code, type = 405, "method_not_allowed", "invalid_request_error"
 
 
 class PayloadTooLarge(GatewayError):

@@ -17,7 +17,7 @@ import orjson
 
 from workjet_fast._workjet_fast import count_chat_tokens, count_tokens
 from workjet_fast.context import RequestContext
-from workjet_fast.errors import GatewayError, PayloadTooLarge
+from workjet_fast.errors import Forbidden, GatewayError, PayloadTooLarge
 from workjet_fast.gateway import Gateway
 from workjet_fast.pipeline.route import Route
 from workjet_fast.pipeline.validate import parse_body, validate_chat
@@ -242,8 +242,6 @@ async def _read_body(receive: Receive, content_length: str | None, limit: int) -
 
 
 def _forbidden(route: Route) -> GatewayError:
-    from workjet_fast.errors import Forbidden
-
     what = "tier" if route.is_tier else "model"
     return Forbidden(f"This API key may not use the {what} {route.public_id!r}.", param="model")
 

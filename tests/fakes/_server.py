@@ -20,6 +20,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def write_split(resp: web.StreamResponse, frames: list[bytes], size: int) -> None:
+    """Write the stream in pieces of `size` bytes, whatever the frame boundaries (a network read can end
+    anywhere: in a line, in a UTF-8 character, between CR and LF)."""
+    raw = b"".join(frames)
+    for i in range(0, len(raw), size):
+        await resp.write(raw[i : i + size])
+        await asyncio.sleep(0)
+
+
 async def _cancel_pending() -> None:
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     for task in tasks:

@@ -19,14 +19,13 @@ Behaviour is chosen by the model name:
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import Fake, Handler, ServerThread
+from tests.fakes._server import Fake, Handler, ServerThread, write_split
 from tests.fakes.openai_upstream import Recorded
 
 API_KEY = "sk-ant-fake-secret-key"
@@ -231,11 +230,7 @@ class FakeAnthropic(Fake):
             await resp.write_eof()
             return resp
         if model.startswith("split:"):
-            raw = b"".join(frames)
-            size = int(model.split(":", 1)[1])
-            for i in range(0, len(raw), size):
-                await resp.write(raw[i : i + size])
-                await asyncio.sleep(0)
+            await write_split(resp, frames, int(model.split(":", 1)[1]))
         else:
             for f in frames:
                 await resp.write(f)

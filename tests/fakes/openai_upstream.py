@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes._server import Fake, Handler, ServerThread, free_port
+from tests.fakes._server import Fake, Handler, ServerThread, free_port, write_split
 
 __all__ = ["FakeOpenAI", "Recorded", "free_port"]
 
@@ -146,11 +146,7 @@ class FakeOpenAI(Fake):
                     await resp.write(chunk({"content": f"tick {i} "}))
                     await asyncio.sleep(0.05)
             elif model.startswith("split:"):
-                raw = b"".join(frames)
-                size = int(model.split(":", 1)[1])
-                for i in range(0, len(raw), size):
-                    await resp.write(raw[i : i + size])
-                    await asyncio.sleep(0)
+                await write_split(resp, frames, int(model.split(":", 1)[1]))
             else:
                 for f in frames:
                     await resp.write(f)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from workjet_fast.config._reader import Problem, Section, load_yaml
 from workjet_fast.config.audit import AuditConfig, read_audit
@@ -36,7 +35,6 @@ __all__ = [
 ]
 
 PROVIDER_TYPES = ("openai", "azure_openai", "anthropic")
-TIER_NAMES_HINT = ("standard", "premium", "enterprise")
 
 
 class ConfigError(Exception):
@@ -297,7 +295,3 @@ def _read(root: Section, file: str) -> Settings:
         audit=audit,
         source=file,
     )
-
-
-def settings_summary(s: Settings) -> dict[str, Any]:
-    return {"providers": sorted(s.providers), "models": sorted(s.models), "tiers": sorted(s.tiers)}

@@ -102,7 +102,3 @@ def validate_chat(body: dict[str, Any]) -> tuple[str, bool]:
     if not isinstance(stream, bool):
         raise BadRequest("`stream` must be true or false.", param="stream")
     return model, stream
-
-
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)
