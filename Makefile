@@ -8,10 +8,12 @@ BIN       := $(VENV)/bin
 CONFIG    ?= examples/workjet.yaml
 export CARGO_TERM_COLOR ?= never
 
-# Hyperscan/Vectorscan is linked statically when the system ships libhs.a (Debian: libvectorscan-dev).
-LIBHS     := $(firstword $(wildcard /usr/lib/*/libhs.a /usr/lib/libhs.a /usr/local/lib/libhs.a))
-comma     := ,
-FEATURES  := python$(if $(LIBHS),$(comma)hyperscan)
+# Hyperscan/Vectorscan is linked statically when the system ships libhs.a (Debian: libvectorscan-dev). Looked up
+# by the shell when a recipe runs, not when make reads this file: on a fresh machine `system-deps` installs it
+# first, and a value read at parse time would silently build without it.
+HAS_HS    = for f in /usr/lib/*/libhs.a /usr/lib/libhs.a /usr/local/lib/libhs.a; do [ -e "$$f" ] && exit 0; done; exit 1
+FEATURES  = python$$( ( $(HAS_HS) ) && echo ,hyperscan)
+HS_FLAG   = $$( ( $(HAS_HS) ) && echo --features hyperscan)
 
 .PHONY: help system-deps venv dev build-release serve test lint test-rust test-py wheel bench bench-load dlp-eval clean services
 
@@ -72,7 +74,7 @@ lint: dev
 	$(BIN)/python -m mypy.stubtest workjet_fast._workjet_fast --allowlist .mypy-stubtest-allowlist
 
 test-rust:
-	cargo test -q $(if $(LIBHS),--features hyperscan)
+	cargo test -q $(HS_FLAG)
 
 test-py: dev services
 	$(BIN)/python -m pytest -q
@@ -84,7 +86,7 @@ wheel: system-deps $(VENV)/.deps
 	$(BIN)/maturin build --release --features "$(FEATURES)" --out dist
 
 bench: dev
-	cargo bench $(if $(LIBHS),--features hyperscan)
+	cargo bench $(HS_FLAG)
 	$(BIN)/python -m pytest benches/py --benchmark-only --benchmark-columns=median,ops -p no:cacheprovider
 
 # e.g. make bench-load BENCH_ARGS="--soak 600" or BENCH_ARGS="--quick --no-litellm"
