@@ -62,6 +62,7 @@ class ProviderConfig:
     default_max_tokens: int = 4096  # Anthropic requires max_tokens
     http2: bool = False  # `http2: true` (h2 via ALPN over https) or `http2: prior_knowledge` (also h2c over http)
     http2_prior_knowledge: bool = False  # speak HTTP/2 without negotiating it (`http2: prior_knowledge`)
+    http_client: str = "native"  # HTTP/1.1 client: `native` (providers/http1.py) or `aiohttp` (optional extra)
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ def _read(root: Section, file: str) -> Settings:
             default_max_tokens=p.int("default_max_tokens", 4096, min=1),
             http2=http2 in (True, "prior_knowledge"),
             http2_prior_knowledge=http2 == "prior_knowledge",
+            http_client=p.str("http_client", "native", choices=("native", "aiohttp")) or "native",
         )
         if ptype == "azure_openai" and not p.has("api_version"):
             p.problem("api_version", "is required for azure_openai")

@@ -1,12 +1,12 @@
 """The pooled upstream HTTP client, behind one small interface so it can change.
 
 `HttpClient(config)` is the entry point: `post(url, headers, body) -> StreamBody` and `aclose()`. It picks the
-transport from the provider's `http2` option:
+transport from the provider's options:
 
-- HTTP/1.1 (the default): aiohttp, chosen by measurement (benches/RESULTS.md, "upstream client"): on this
-  machine a Starlette pass-through does ~4,000 req/s at 32 connections with aiohttp and ~420 with httpx, whose
-  pool collapses under concurrency (encode/httpx#3215). One `ClientSession` per provider: keep-alive
-  connections, a bounded pool (`max_connections`), connect / first-byte / between-reads timeouts.
+- HTTP/1.1 (the default): `http1.py`, asyncio protocols and httptools' parser, chosen by measurement
+  (benches/RESULTS.md, "Upstream client"): httpx's pool collapses under concurrency (encode/httpx#3215, ~420
+  req/s for a Starlette pass-through at 32 connections on this machine), aiohttp does ~4,000 but was still 30%
+  of the gateway's CPU under load. `http_client: aiohttp` keeps aiohttp selectable (`http_aiohttp.py`).
 - HTTP/2 (`http2: true` or `http2: prior_knowledge`): httpx with the `h2` package, in `http2.py`.
 
 A `StreamBody` is a response whose headers arrived. `close()` on an unfinished body never returns the
@@ -15,8 +15,6 @@ connection (HTTP/1.1) or the stream (HTTP/2) to the pool in a state where the up
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -24,10 +22,7 @@ from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-import aiohttp
-
 from workjet_fast.config import ProviderConfig
-from workjet_fast.providers.errors import UpstreamFailure
 
 __all__ = ["HttpClient", "StreamBody", "retry_after_box"]
 
@@ -57,34 +52,9 @@ class _Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _AiohttpBody(StreamBody):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.status = response.status
-        self.headers = response.headers
-
-    async def read(self) -> bytes:
-        try:
-            return await self.response.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise UpstreamFailure(f"reading the response failed: {_describe(e)}", unreachable=True) from None
-        finally:
-            self.response.release()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self.response.content.iter_any():
-                yield data
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise UpstreamFailure(f"the upstream stream broke: {_describe(e)}", unreachable=True) from None
-
-    def close(self) -> None:
-        # close(), not release(): an unfinished body must not go back to the pool.
-        self.response.close()
-
-
 class HttpClient:
-    """A provider's pooled client; HTTP/1.1 over aiohttp, or HTTP/2 over httpx when `config.http2`."""
+    """A provider's pooled client: HTTP/1.1 (`http1.py`, or aiohttp when `config.http_client` says so), or HTTP/2
+    over httpx when `config.http2`."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -97,8 +67,18 @@ class HttpClient:
                     f"provider {config.name!r} sets http2, which needs httpx[http2] installed ({e})"
                 ) from None
             self._transport = Http2Transport(config)
+        elif config.http_client == "aiohttp":
+            try:
+                from workjet_fast.providers.http_aiohttp import AiohttpTransport  # optional dependency: aiohttp
+            except ImportError as e:
+                raise RuntimeError(
+                    f"provider {config.name!r} sets http_client: aiohttp, which needs aiohttp installed ({e})"
+                ) from None
+            self._transport = AiohttpTransport(config)
         else:
-            self._transport = _AiohttpTransport(config)
+            from workjet_fast.providers.http1 import Http1Transport
+
+            self._transport = Http1Transport(config)
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> StreamBody:
         """POST and wait for the response headers (at most `timeout` seconds). Raises `UpstreamFailure`
@@ -115,50 +95,6 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
-
-
-class _AiohttpTransport:
-    def __init__(self, config: ProviderConfig) -> None:
-        self.config = config
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
-        )
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.max_connections, limit_per_host=self.config.max_connections, keepalive_timeout=30
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",), auto_decompress=True
-            )
-        return self._session
-
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> StreamBody:
-        session = self._get_session()
-        try:
-            if sys.version_info >= (3, 11):
-                async with asyncio.timeout(self.config.timeout):
-                    response = await session.post(url, data=body, headers=headers)
-            else:  # pragma: no cover - 3.10
-                response = await asyncio.wait_for(session.post(url, data=body, headers=headers), self.config.timeout)
-        except TimeoutError:
-            raise UpstreamFailure(f"no response within {self.config.timeout:g}s", unreachable=True) from None
-        except aiohttp.ClientError as e:
-            raise UpstreamFailure(f"cannot connect: {_describe(e)}", unreachable=True) from None
-        return _AiohttpBody(response)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _describe(e: BaseException) -> str:
-    # Connection errors name host and port, never credentials (they travel in headers only).
-    text = str(e) or type(e).__name__
-    return text[:300]
 
 
 # The providers turn a non-200 answer into `UpstreamFailure` without its headers; the router hands each attempt
