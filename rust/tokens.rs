@@ -9,7 +9,11 @@
 //! each costs tens of MB and tens of milliseconds, so only the encodings in use are built: the gateway warms
 //! up the ones its configured models map to at start-up (`count_tokens("", encoding)` from Python).
 
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, OnceLock};
 
 /// A supported encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,19 +151,133 @@ pub struct ChatMessage<'a> {
 }
 
 /// Prompt tokens of a chat request for `model`: the cookbook's `num_tokens_from_messages`.
+///
+/// Message contents of at least [`CACHE_MIN_BYTES`] go through the process-wide [`CountCache`]: a chat request
+/// resends its system prompt and the whole history on every turn, so most of its text was counted before.
 pub fn count_chat(model: &str, messages: &[ChatMessage<'_>]) -> usize {
     let encoding = encoding_for_model(model);
     let overhead = ChatOverhead::for_model(model);
+    let cache = CountCache::global();
     let mut total = overhead.reply_priming;
     for message in messages {
         total += overhead.per_message;
         total += count(encoding, message.role) as i64;
-        total += count(encoding, message.content) as i64;
+        total += cache.count(encoding, message.content) as i64;
         if let Some(name) = message.name {
             total += count(encoding, name) as i64 + overhead.per_name;
         }
     }
     usize::try_from(total).unwrap_or(0)
+}
+
+/// Texts shorter than this are counted directly: hashing and locking would cost about as much.
+pub const CACHE_MIN_BYTES: usize = 256;
+/// Entries per generation; at most twice this many are kept (about 40 bytes each).
+const CACHE_GENERATION: usize = 4096;
+
+/// Token counts of recently seen texts, keyed by two independent SipHash-1-3 digests with per-process random
+/// keys (the DoS-resistant PRF std's `HashMap` uses) plus the text's length and encoding. A wrong hit needs a
+/// 128-bit collision of a secret-keyed PRF between two texts of the same length: not something a client can
+/// arrange. Eviction is by generation: when the current map is full it becomes the previous one and the older
+/// one is dropped; a hit in the previous generation moves the entry forward. Bounded memory, O(1) per lookup.
+pub struct CountCache {
+    keys: (RandomState, RandomState),
+    maps: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<CacheKey, u32>,
+    previous: HashMap<CacheKey, u32>,
+    hits: u64,
+    misses: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CacheKey {
+    digest: (u64, u64),
+    len: usize,
+    encoding: Encoding,
+}
+
+impl Default for CountCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CountCache {
+    pub fn new() -> Self {
+        Self {
+            keys: (RandomState::new(), RandomState::new()),
+            maps: Mutex::new(Generations::default()),
+        }
+    }
+
+    /// The one cache of the process.
+    pub fn global() -> &'static Self {
+        static CACHE: OnceLock<CountCache> = OnceLock::new();
+        CACHE.get_or_init(Self::new)
+    }
+
+    /// `count(encoding, text)`, from the cache when this text was counted recently.
+    pub fn count(&self, encoding: Encoding, text: &str) -> usize {
+        if text.len() < CACHE_MIN_BYTES {
+            return count(encoding, text);
+        }
+        let key = CacheKey {
+            digest: (self.keys.0.hash_one(text), self.keys.1.hash_one(text)),
+            len: text.len(),
+            encoding,
+        };
+        if let Some(n) = self.lookup(&key) {
+            return n as usize;
+        }
+        let n = count(encoding, text); // outside the lock: other threads keep counting meanwhile
+        let mut g = self.lock();
+        g.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
+        n
+    }
+
+    /// (hits, misses) since the process started.
+    pub fn stats(&self) -> (u64, u64) {
+        let g = self.lock();
+        (g.hits, g.misses)
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Option<u32> {
+        let mut g = self.lock();
+        if let Some(&n) = g.current.get(key) {
+            g.hits += 1;
+            return Some(n);
+        }
+        if let Some(n) = g.previous.remove(key) {
+            g.hits += 1;
+            g.insert(*key, n);
+            return Some(n);
+        }
+        g.misses += 1;
+        None
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // A panic while holding the lock leaves the maps consistent (plain inserts): keep using them.
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Generations {
+    fn insert(&mut self, key: CacheKey, n: u32) {
+        if self.current.len() >= CACHE_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, n);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 #[cfg(test)]
@@ -323,5 +441,63 @@ mod tests {
             + (3 + count(enc, "user") + count(enc, "Hello!") + count(enc, "alice") + 1);
         assert_eq!(count_chat("gpt-4o", &msgs), want);
         assert_eq!(count_chat("gpt-4o", &[]), 3);
+    }
+
+    #[test]
+    fn cache_gives_the_same_counts_and_hits_on_repeats() {
+        let cache = CountCache::new();
+        let texts: Vec<String> = varied_corpus()
+            .into_iter()
+            .filter(|t| t.len() >= CACHE_MIN_BYTES)
+            .collect();
+        assert!(texts.len() >= 2);
+        for _ in 0..3 {
+            for t in &texts {
+                for enc in [Encoding::O200kBase, Encoding::Cl100kBase] {
+                    assert_eq!(cache.count(enc, t), count(enc, t));
+                }
+            }
+        }
+        let (hits, misses) = cache.stats();
+        assert_eq!(misses, 2 * texts.len() as u64);
+        assert_eq!(hits, 4 * texts.len() as u64);
+        // Short texts never enter the cache.
+        assert_eq!(cache.count(Encoding::O200kBase, "Hello, world!"), 4);
+        assert_eq!(cache.stats(), (hits, misses));
+    }
+
+    #[test]
+    fn cache_is_bounded_and_keeps_what_is_still_used() {
+        let cache = CountCache::new();
+        let base = "word ".repeat(60);
+        let hot = format!("{base} the system prompt every request sends");
+        for i in 0..(3 * CACHE_GENERATION) {
+            let t = format!("{base} {i}");
+            assert_eq!(cache.count(Encoding::O200kBase, &t), count(Encoding::O200kBase, &t));
+            cache.count(Encoding::O200kBase, &hot);
+        }
+        assert!(cache.lock().len() <= 2 * CACHE_GENERATION);
+        let (_, misses) = cache.stats();
+        assert_eq!(misses, 3 * CACHE_GENERATION as u64 + 1); // the hot text was counted once
+    }
+
+    #[test]
+    fn chat_counts_are_the_same_with_the_cache() {
+        let corpus = varied_corpus();
+        let messages: Vec<ChatMessage<'_>> = corpus
+            .iter()
+            .map(|c| ChatMessage {
+                role: "user",
+                content: c,
+                name: None,
+            })
+            .collect();
+        let uncached: i64 = 3 + messages
+            .iter()
+            .map(|m| 3 + count(Encoding::O200kBase, m.role) as i64 + count(Encoding::O200kBase, m.content) as i64)
+            .sum::<i64>();
+        for _ in 0..2 {
+            assert_eq!(count_chat("gpt-4o", &messages) as i64, uncached);
+        }
     }
 }

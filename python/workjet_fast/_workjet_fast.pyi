@@ -80,7 +80,9 @@ def count_chat_tokens(messages: Sequence[tuple[str, str] | tuple[str, str, str |
 
     ``messages`` holds ``(role, content)`` or ``(role, content, name)`` per message, with ``content`` the message's
     text (the text parts joined). The OpenAI Cookbook overhead is added: 3 per message, 1 per name, 3 for reply
-    priming. The encoding is ``encoding_for_model(model)``.
+    priming. The encoding is ``encoding_for_model(model)``. Contents of 256 bytes or more are looked up in a
+    bounded per-process cache first (keyed by secret-keyed 128-bit digests, length and encoding): the system
+    prompt and history a chat resends on every turn are counted once.
     """
 
 def encoding_for_model(model: str) -> str:
