@@ -1,6 +1,7 @@
 """A minimal Starlette pass-through: the upstream-client candidates and the "plain pass-through" baseline.
 
-`python -m benches.load.passthrough --client aiohttp|httpx|httpx-tuned --upstream URL --port P`
+`python -m benches.load.passthrough --client aiohttp|httpx|httpx-tuned|native --upstream URL --port P`
+(`native` is the gateway's own HTTP/1.1 client, `workjet_fast.providers.http1`.)
 POST /v1/chat/completions is forwarded to URL/json/v1/... (or URL/sse/v1/... when the body asks for a stream)
 and the answer relayed (streams chunk by chunk). No auth, no validation: the cost of the hop alone.
 """
@@ -58,6 +59,33 @@ def make_app(client: str, upstream: str) -> Starlette:
             yield
             await state["s"].close()
 
+    elif client == "native":
+        from workjet_fast.config import ProviderConfig
+        from workjet_fast.providers.http import HttpClient
+
+        async def handle(request: Request) -> Response:
+            body = await request.body()
+            resp = await state["s"].post(target(body), headers, body)
+            ctype = resp.headers.get("content-type", "application/json")
+            if ctype.startswith("text/event-stream"):
+
+                async def relay() -> AsyncIterator[bytes]:
+                    try:
+                        async for data in resp.chunks():
+                            yield data
+                    finally:
+                        resp.close()
+
+                return StreamingResponse(relay(), status_code=resp.status, media_type=ctype)
+            data = await resp.read()
+            return Response(data, status_code=resp.status, media_type=ctype)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            state["s"] = HttpClient(ProviderConfig(name="up", type="openai", base_url=upstream, max_connections=POOL))
+            yield
+            await state["s"].aclose()
+
     else:
         import httpx
 
@@ -99,7 +127,7 @@ def make_app(client: str, upstream: str) -> Starlette:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--client", choices=("aiohttp", "httpx", "httpx-tuned"), required=True)
+    p.add_argument("--client", choices=("aiohttp", "httpx", "httpx-tuned", "native"), required=True)
     p.add_argument("--upstream", required=True)
     p.add_argument("--port", type=int, required=True)
     a = p.parse_args(argv)

@@ -28,13 +28,15 @@ _HISTORY = [
     (
         "user",
         "Replicas are the same, refresh is disabled during the rebuild as before. The disks are network "
-        "attached now instead of local NVMe. Could that alone explain a threefold slowdown? Give me a short checklist.",
+        "attached now instead of local NVMe. Could that alone explain a threefold slowdown? Give me a short checklist "
+        "(question #N#).",
     ),
 ]
 
 
 def chat_body(model: str, stream: bool) -> bytes:
-    """About 1 KB, the shape the OpenAI SDK sends."""
+    """About 1 KB, the shape the OpenAI SDK sends. `#N#` in the last message is replaced by a request counter in
+    the wrk script (post.lua) and by `1` elsewhere, so each request asks a new question on the same history."""
     messages = [{"role": "system", "content": _SYSTEM}] + [{"role": r, "content": c} for r, c in _HISTORY]
     body: dict[str, object] = {"model": model, "messages": messages, "max_tokens": 256, "temperature": 0.2}
     if stream:

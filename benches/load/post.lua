@@ -1,21 +1,33 @@
--- wrk script: POST a fixed body with headers. Arguments (after --): body_file [header: value]...
+-- wrk script: POST a chat body with headers. Arguments (after --): body_file [header: value]...
+-- The body's "#N#" (in the last user message) becomes a per-request counter, so every request is a new question
+-- on the same system prompt and history, as in a real chat: caches may hit on what repeats, never on it all.
 -- Prints one line "WRK_JSON {...}" at the end: totals, errors and latency percentiles in microseconds.
-local req
+local headers, head, tail
+local n = 0
 
 function init(args)
   local f = assert(io.open(args[1], "rb"))
   local body = f:read("*a")
   f:close()
-  local headers = { ["Content-Type"] = "application/json" }
+  headers = { ["Content-Type"] = "application/json" }
   for i = 2, #args do
     local k, v = args[i]:match("^([^:]+):%s*(.*)$")
     if k then headers[k] = v end
   end
-  req = wrk.format("POST", nil, headers, body)
+  local at = body:find("#N#", 1, true)
+  if at then
+    head, tail = body:sub(1, at - 1), body:sub(at + 3)
+  else
+    head, tail = body, nil
+  end
 end
 
 function request()
-  return req
+  if not tail then
+    return wrk.format("POST", nil, headers, head)
+  end
+  n = n + 1
+  return wrk.format("POST", nil, headers, head .. n .. tail)
 end
 
 function done(summary, latency, requests)

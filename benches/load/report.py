@@ -27,7 +27,9 @@ LABEL = {
     "nginx-proxy": "nginx proxy_pass",
     "workjet-on": "**workjet, all features on**",
     "workjet-off": "workjet, features off",
+    "workjet-on-aiohttp": "workjet, all features on, aiohttp client",
     "starlette-aiohttp": "Starlette + aiohttp pass-through",
+    "starlette-native": "Starlette + workjet's HTTP/1.1 client",
     "starlette-httpx": "Starlette + httpx (default pool)",
     "starlette-httpx-tuned": "Starlette + httpx (Limits 256/256)",
     "litellm": "LiteLLM proxy, 1 worker",
@@ -292,40 +294,56 @@ def client_section(out: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     base = _rps(out, "json", 32, "starlette-aiohttp")
-    for n in ("starlette-aiohttp", "starlette-httpx", "starlette-httpx-tuned"):
+    for n in (
+        "starlette-aiohttp",
+        "starlette-native",
+        "starlette-httpx",
+        "starlette-httpx-tuned",
+        "workjet-on",
+        "workjet-on-aiohttp",
+    ):
         r1, r32 = _runs(out, "json", 1, n), _runs(out, "json", 32, n)
         if r1 or r32:
             L.append(
                 f"| {LABEL[n]} | {_fmt_rps(r1)} | {_lat(r1)} | {_fmt_rps(r32)} | {_lat(r32)} | "
                 f"{_ratio(_rps(out, 'json', 32, n), base)} |"
             )
-    a32, h32, t32 = (
-        _rps(out, "json", 32, n) for n in ("starlette-aiohttp", "starlette-httpx", "starlette-httpx-tuned")
+    a32, n32, h32, t32, on32, onaio32 = (
+        _rps(out, "json", 32, n)
+        for n in (
+            "starlette-aiohttp",
+            "starlette-native",
+            "starlette-httpx",
+            "starlette-httpx-tuned",
+            "workjet-on",
+            "workjet-on-aiohttp",
+        )
     )
-    a1, h1, t1 = (
-        _med(_runs(out, "json", 1, n), "p50_ms")
-        for n in ("starlette-aiohttp", "starlette-httpx", "starlette-httpx-tuned")
-    )
-    if a32 == a32 and h32 == h32 and a32 > 1.1 * max(h32, t32 if t32 == t32 else 0):
-        lat = "lower" if a1 < min(h1, t1) else "not lower"
-        if t32 < 0.9 * a32:
-            pool = (
-                "Raising httpx's limits does not close the gap, so the cost is per request in the client, not a pool "
-                "that is too small (the pattern reported in encode/httpx#3215)."
-            )
-        else:
-            pool = "With its pool raised, httpx comes within 10%: the default pool size is most of the gap."
+    a1, n1 = (_med(_runs(out, "json", 1, n), "p50_ms") for n in ("starlette-aiohttp", "starlette-native"))
+    if n32 == n32 and a32 == a32:
+        best = max(
+            (v, k) for k, v in (("native", n32), ("aiohttp", a32), ("httpx", h32), ("httpx-tuned", t32)) if v == v
+        )
         why = (
-            f"Why the gateway uses aiohttp (`python/workjet_fast/providers/http.py`): at 32 connections the aiohttp "
-            f"pass-through served {_ratio(a32, h32)} the requests of httpx with its default pool and "
-            f"{_ratio(a32, t32)} those of httpx with a pool sized like ours (`httpx.Limits(max_connections=256, "
-            f"max_keepalive_connections=256)`); at 1 connection its p50 is {lat} ({_ms(a1)} ms against {_ms(h1)} and "
-            f"{_ms(t1)} ms). {pool} aiohttp also has what the provider layer needs (connect and between-reads "
-            "timeouts, `iter_any()` relaying chunks as they arrive, a bounded keep-alive pool)."
+            f"At 32 connections the pass-through served {_ratio(n32, a32)} the requests with the gateway's own client "
+            f"(`python/workjet_fast/providers/http1.py`: asyncio protocols + httptools) as with aiohttp, "
+            f"{_ratio(a32, h32)} is aiohttp over httpx with its default pool and {_ratio(a32, t32)} over httpx with a "
+            f"pool sized like ours; at 1 connection the p50 is {_ms(n1)} ms (native) against {_ms(a1)} ms (aiohttp). "
+            f"Fastest here: {best[1]}. "
+        )
+        if on32 == on32 and onaio32 == onaio32:
+            why += (
+                f"Inside the gateway with every feature on, the native client gives {_ratio(on32, onaio32)} the "
+                f"throughput of the same gateway with `http_client: aiohttp`. "
+            )
+        why += (
+            "httpx's gap does not close with a larger pool, so it is per-request cost in the client (the pattern "
+            "reported in encode/httpx#3215). The gateway uses the native client by default and keeps aiohttp "
+            "selectable per provider (`http_client: aiohttp`) behind the same `HttpClient` interface."
         )
     else:
         why = (
-            "This run did not separate aiohttp from httpx by more than 10% at 32 connections: the choice in "
+            "This run did not measure both the native and the aiohttp pass-through: the choice in "
             "`python/workjet_fast/providers/http.py` should be re-measured before it is relied on."
         )
     L += ["", why, ""]

@@ -87,6 +87,8 @@ class Bench:
             "nginx-proxy": lambda: start_nginx_proxy(self.tools["nginx"], self.tmp, up_port),
             "workjet-on": lambda: start_gateway("workjet-on", self.upstream, self.tmp, True),
             "workjet-off": lambda: start_gateway("workjet-off", self.upstream, self.tmp, False),
+            "workjet-on-aiohttp": lambda: start_gateway("workjet-on-aiohttp", self.upstream, self.tmp, True, "aiohttp"),
+            "starlette-native": lambda: start_passthrough("native", self.upstream, self.tmp),
             "starlette-aiohttp": lambda: start_passthrough("aiohttp", self.upstream, self.tmp),
             "starlette-httpx": lambda: start_passthrough("httpx", self.upstream, self.tmp),
             "starlette-httpx-tuned": lambda: start_passthrough("httpx-tuned", self.upstream, self.tmp),

@@ -4,7 +4,9 @@
 - `nginx-proxy`: nginx proxy_pass with keep-alive to the fake: a proxy hop at its best.
 - `workjet-on`: auth, DLP, rate limits (memory, high limits), audit on SQLite, JSON access log.
 - `workjet-off`: auth only (audit disabled, no limits, DLP off, access log off).
-- `starlette-aiohttp`, `starlette-httpx`, `starlette-httpx-tuned`: minimal pass-through apps (passthrough.py).
+- `workjet-on-aiohttp`: `workjet-on` with `http_client: aiohttp` (the upstream client it replaced).
+- `starlette-aiohttp`, `starlette-native`, `starlette-httpx`, `starlette-httpx-tuned`: minimal pass-through apps
+  (passthrough.py); `native` is the gateway's own HTTP/1.1 client.
 - `litellm`: LiteLLM proxy from PyPI in its own virtualenv, 1 worker.
 """
 
@@ -30,7 +32,9 @@ SYSTEMS = [
     "nginx-proxy",
     "workjet-on",
     "workjet-off",
+    "workjet-on-aiohttp",
     "starlette-aiohttp",
+    "starlette-native",
     "starlette-httpx",
     "starlette-httpx-tuned",
     "litellm",
@@ -84,7 +88,7 @@ def start_nginx_proxy(nginx: str, tmp: Path, upstream_port: int) -> Target:
     return Target("nginx-proxy", proc, base + "/json/v1/chat/completions", base + "/sse/v1/chat/completions")
 
 
-def gateway_config(upstream: str, data: Path, port: int, features: bool) -> str:
+def gateway_config(upstream: str, data: Path, port: int, features: bool, http_client: str = "native") -> str:
     text = f"""
         server:
           host: 127.0.0.1
@@ -95,8 +99,10 @@ def gateway_config(upstream: str, data: Path, port: int, features: bool) -> str:
         storage:
           url: sqlite:///{data}/workjet.db
         providers:
-          fake_json: {{type: openai, base_url: {upstream}/json/v1, api_key: sk-upstream, max_connections: 256}}
-          fake_sse: {{type: openai, base_url: {upstream}/sse/v1, api_key: sk-upstream, max_connections: 256}}
+          fake_json: {{type: openai, base_url: {upstream}/json/v1, api_key: sk-upstream, max_connections: 256,
+                      http_client: {http_client}}}
+          fake_sse: {{type: openai, base_url: {upstream}/sse/v1, api_key: sk-upstream, max_connections: 256,
+                     http_client: {http_client}}}
         models:
           {JSON_MODEL}: {{provider: fake_json, model: bench}}
           {SSE_MODEL}: {{provider: fake_sse, model: bench}}
@@ -114,13 +120,13 @@ def gateway_config(upstream: str, data: Path, port: int, features: bool) -> str:
     return textwrap.dedent(text)
 
 
-def start_gateway(name: str, upstream: str, tmp: Path, features: bool) -> Target:
+def start_gateway(name: str, upstream: str, tmp: Path, features: bool, http_client: str = "native") -> Target:
     workjet = str(Path(sys.executable).parent / "workjet")
     data = tmp / name
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = data / "workjet.yaml"
-    text = gateway_config(upstream, data, port, features)
+    text = gateway_config(upstream, data, port, features, http_client)
     cfg.write_text(text)
     check = subprocess.run([workjet, "config", "check", str(cfg)], capture_output=True, text=True, timeout=60)
     note = ""

@@ -62,14 +62,19 @@ async def measure(url: str, body: bytes, n: int, headers: dict[str, str], warmup
     u = urlsplit(url)
     reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    req = (
-        f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n{extra}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+
+    def request(i: int) -> bytes:  # a new question each time, as post.lua does
+        b = body.replace(b"#N#", str(i).encode())
+        head = (
+            f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(b)}\r\n\r\n"
+        )
+        return head.encode() + b
+
     heads, firsts, totals = [], [], []
     try:
         for i in range(warmup + n):
-            h, f, t = await _one(reader, writer, req)
+            h, f, t = await _one(reader, writer, request(i))
             if i >= warmup:
                 heads.append(h * 1000)
                 firsts.append(f * 1000)
