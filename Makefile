@@ -49,11 +49,16 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r $(VENV)/requirements.txt
 	touch $@
 
+# The token encoders' data, loaded at run time from beside the extension (see tools/dump_token_data.rs).
+TOKEN_DATA := python/workjet_fast/data/o200k_base.bpe
+$(TOKEN_DATA): Cargo.lock tools/dump_token_data.rs
+	cargo run -q --profile ci --example dump_token_data -- python/workjet_fast/data
+
 # The extension, optimized but cheap to link (CI profile), installed into .venv.
-dev: system-deps $(VENV)/.deps
+dev: system-deps $(VENV)/.deps $(TOKEN_DATA)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop -q --profile ci --features "$(FEATURES)"
 
-build-release: system-deps $(VENV)/.deps
+build-release: system-deps $(VENV)/.deps $(TOKEN_DATA)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop -q --release --features "$(FEATURES)"
 
 serve: build-release
@@ -82,7 +87,7 @@ test-py: dev services
 
 test: system-deps lint test-rust test-py
 
-wheel: system-deps $(VENV)/.deps
+wheel: system-deps $(VENV)/.deps $(TOKEN_DATA)
 	$(BIN)/maturin build --release --features "$(FEATURES)" --out dist
 
 bench: dev

@@ -5,15 +5,22 @@
 //! whitespace), where tiktoken grows quadratically. Counts are equal to tiktoken's `encode_ordinary`: special-token
 //! text such as `<|endoftext|>` inside user content is counted as ordinary text, never as a special token.
 //!
-//! The encoders are built once per process on first use (`bpe-openai` keeps them in `LazyLock` statics);
-//! each costs tens of MB and tens of milliseconds, so only the encodings in use are built: the gateway warms
-//! up the ones its configured models map to at start-up (`count_tokens("", encoding)` from Python).
+//! The encoders are built once per process on first use; each costs tens of MB and tens of milliseconds, so only
+//! the encodings in use are built: the gateway warms up the ones its configured models map to at start-up
+//! (`count_tokens("", encoding)` from Python). When [`set_data_dir`] names a directory holding
+//! `<encoding>.bpe` (written by `tools/dump_token_data.rs`), the encoder is deserialized from that file;
+//! otherwise from the copy bpe-openai embeds in the binary, whose 32 MB (o200k_base) then stay resident as
+//! pages of the extension. Either way the data and the pre-tokenization patterns are bpe-openai's own.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+
+use bpe_openai::Tokenizer;
+use bpe_openai::byte_pair_encoding::BytePairEncoding;
 
 /// A supported encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,12 +45,78 @@ impl Encoding {
         }
     }
 
-    fn tokenizer(self) -> &'static bpe_openai::Tokenizer {
-        match self {
-            Self::O200kBase => bpe_openai::o200k_base(),
-            Self::Cl100kBase => bpe_openai::cl100k_base(),
+    fn tokenizer(self) -> &'static Tokenizer {
+        let (cell, embedded): (&OnceLock<Loaded>, fn() -> &'static Tokenizer) = match self {
+            Self::O200kBase => (&O200K, bpe_openai::o200k_base),
+            Self::Cl100kBase => (&CL100K, bpe_openai::cl100k_base),
+        };
+        let loaded = cell.get_or_init(|| match DATA_DIR.get() {
+            Some(dir) => match load_file(self, dir) {
+                Ok(tokenizer) => Loaded::File(Box::new(tokenizer)),
+                Err(e) => Loaded::Embedded(e),
+            },
+            None => Loaded::Embedded("no data directory set".to_owned()),
+        });
+        match loaded {
+            Loaded::File(tokenizer) => tokenizer,
+            Loaded::Embedded(_) => embedded(),
         }
     }
+
+    /// Where this encoding's data came from: `"file"`, or `"embedded: <why the file was not used>"`; `None`
+    /// before it was first used.
+    pub fn source(self) -> Option<String> {
+        let cell = match self {
+            Self::O200kBase => &O200K,
+            Self::Cl100kBase => &CL100K,
+        };
+        cell.get().map(|loaded| match loaded {
+            Loaded::File(_) => "file".to_owned(),
+            Loaded::Embedded(why) => format!("embedded: {why}"),
+        })
+    }
+}
+
+enum Loaded {
+    File(Box<Tokenizer>),
+    Embedded(String),
+}
+
+static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
+static O200K: OnceLock<Loaded> = OnceLock::new();
+static CL100K: OnceLock<Loaded> = OnceLock::new();
+
+/// Load encoders from `<dir>/<encoding>.bpe` from now on; false when a directory was already set (the first
+/// one stays: an encoder may already be built from it).
+pub fn set_data_dir(dir: &Path) -> bool {
+    DATA_DIR.set(dir.to_path_buf()).is_ok()
+}
+
+// bpe-openai's pre-tokenization patterns (src/lib.rs of bpe-openai 0.3), which it applies to its embedded data;
+// the negative look-ahead `\s+(?!\S)` is rewritten as a one-character pseudo look-ahead, as there.
+const CL100K_PAT1: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+$";
+const O200K_PAT1: [&str; 6] = [
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    "\\p{N}{1,3}",
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*",
+    "\\s*[\\r\\n]+",
+    "\\s+$",
+];
+
+fn load_file(encoding: Encoding, dir: &Path) -> Result<Tokenizer, String> {
+    let path = dir.join(format!("{}.bpe", encoding.name()));
+    // Read into a buffer that is freed once the encoder is built: only the encoder stays resident.
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bpe: BytePairEncoding = rmp_serde::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(bytes);
+    let o200k = O200K_PAT1.join("|");
+    let pat1 = match encoding {
+        Encoding::O200kBase => o200k.as_str(),
+        Encoding::Cl100kBase => CL100K_PAT1,
+    };
+    Tokenizer::new_lookahead(bpe, &[(pat1, false), ("\\s+\\s", true), ("\\s+", false)], false)
+        .map_err(|e| format!("pre-tokenization pattern: {e}"))
 }
 
 impl fmt::Display for Encoding {
@@ -152,7 +225,7 @@ pub struct ChatMessage<'a> {
 
 /// Prompt tokens of a chat request for `model`: the cookbook's `num_tokens_from_messages`.
 ///
-/// Message contents of at least [`CACHE_MIN_BYTES`] go through the process-wide [`CountCache`]: a chat request
+/// Message contents of at least [`CACHE_MIN_BYTES`] (64) go through the process-wide [`CountCache`]: a chat request
 /// resends its system prompt and the whole history on every turn, so most of its text was counted before.
 pub fn count_chat(model: &str, messages: &[ChatMessage<'_>]) -> usize {
     let encoding = encoding_for_model(model);
@@ -171,7 +244,7 @@ pub fn count_chat(model: &str, messages: &[ChatMessage<'_>]) -> usize {
 }
 
 /// Texts shorter than this are counted directly: hashing and locking would cost about as much.
-pub const CACHE_MIN_BYTES: usize = 256;
+pub const CACHE_MIN_BYTES: usize = 64;
 /// Entries per generation; at most twice this many are kept (about 40 bytes each).
 const CACHE_GENERATION: usize = 4096;
 
@@ -499,5 +572,31 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(count_chat("gpt-4o", &messages) as i64, uncached);
         }
+    }
+
+    #[test]
+    fn encoders_loaded_from_dumped_files_count_like_the_embedded_ones() {
+        let dir = std::env::temp_dir().join(format!("workjet-token-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let corpus = varied_corpus();
+        for (encoding, embedded) in [
+            (Encoding::O200kBase, bpe_openai::o200k_base()),
+            (Encoding::Cl100kBase, bpe_openai::cl100k_base()),
+        ] {
+            let path = dir.join(format!("{}.bpe", encoding.name()));
+            std::fs::write(&path, rmp_serde::to_vec(&embedded.bpe).unwrap()).unwrap();
+            let loaded = load_file(encoding, &dir).unwrap();
+            for text in &corpus {
+                assert_eq!(
+                    loaded.count(text.as_str()),
+                    embedded.count(text.as_str()),
+                    "{encoding}: {text:?}"
+                );
+            }
+        }
+        std::fs::write(dir.join("o200k_base.bpe"), b"not messagepack").unwrap();
+        let err = load_file(Encoding::O200kBase, &dir).err().unwrap();
+        assert!(err.contains("o200k_base.bpe"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
+import workjet_fast
 from benches.corpus import KINDS, make_corpus
 from tools.seed_tiktoken_cache import seed
-from workjet_fast._workjet_fast import TokenizerError, count_chat_tokens, count_tokens, encoding_for_model
+from workjet_fast._workjet_fast import (
+    TokenizerError,
+    count_chat_tokens,
+    count_tokens,
+    encoding_for_model,
+    token_data_source,
+)
 
 ENCODINGS = ("o200k_base", "cl100k_base")
 
@@ -104,3 +111,15 @@ def test_count_chat_tokens_cookbook_example(tiktoken_offline: Any) -> None:
         for message in example:
             want += 3 + sum(len(enc.encode(part)) for part in message) + (1 if len(message) == 3 else 0)
         assert count_chat_tokens(example, model) == want, model
+
+
+def test_encoders_come_from_the_shipped_data_files() -> None:
+    """`make` writes the encoders' data beside the package; the tiktoken parity tests above then exercise the
+    encoders loaded from those files (the embedded copy is only the fallback)."""
+    data = Path(workjet_fast.__file__).with_name("data")
+    assert (data / "o200k_base.bpe").is_file(), "run make dev: it writes the token data"
+    for encoding in ("o200k_base", "cl100k_base"):
+        count_tokens("warm", encoding)
+        assert token_data_source(encoding) == "file"
+    with pytest.raises(TokenizerError):
+        token_data_source("p50k_base")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,9 @@ def test_wheel_installs_and_serves(tmp_path: Path, fake_upstream: FakeOpenAI) ->
     )
     wheels = list(out.glob("workjet_fast-*-abi3-*.whl"))
     assert len(wheels) == 1, wheels  # one abi3 wheel serves every CPython >= 3.10
+    with zipfile.ZipFile(wheels[0]) as whl:
+        names = set(whl.namelist())
+    assert {"workjet_fast/data/o200k_base.bpe", "workjet_fast/data/cl100k_base.bpe"} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -43,6 +47,20 @@ def test_wheel_installs_and_serves(tmp_path: Path, fake_upstream: FakeOpenAI) ->
 
     version = subprocess.run([workjet, "--version"], check=True, capture_output=True, text=True, timeout=60)
     assert version.stdout.strip().startswith("workjet 0.")
+    # The installed package loads its token encoders from the shipped files, not the copy in the extension.
+    probe = (
+        "import workjet_fast as w, workjet_fast._workjet_fast as n; "
+        "w.count_tokens('x'); print(n.token_data_source('o200k_base'))"
+    )
+    source = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert source.stdout.strip() == "file"
 
     # The installed package, not the source tree: run from a directory without python/ in it.
     data = tmp_path / "gw"

@@ -1,5 +1,6 @@
 """Type stubs for the native module `workjet_fast._workjet_fast`. Keep in step with rust/py/."""
 
+import os
 from typing import Final
 
 __version__: Final[str]
@@ -80,10 +81,18 @@ def count_chat_tokens(messages: Sequence[tuple[str, str] | tuple[str, str, str |
 
     ``messages`` holds ``(role, content)`` or ``(role, content, name)`` per message, with ``content`` the message's
     text (the text parts joined). The OpenAI Cookbook overhead is added: 3 per message, 1 per name, 3 for reply
-    priming. The encoding is ``encoding_for_model(model)``. Contents of 256 bytes or more are looked up in a
+    priming. The encoding is ``encoding_for_model(model)``. Contents of 64 bytes or more are looked up in a
     bounded per-process cache first (keyed by secret-keyed 128-bit digests, length and encoding): the system
     prompt and history a chat resends on every turn are counted once.
     """
+
+def set_token_data_dir(dir: str | os.PathLike[str]) -> bool:
+    """Load token encoders from ``<dir>/<encoding>.bpe`` instead of the copy embedded in the extension (less
+    resident memory); returns False when a directory was already set. The package sets its ``data/`` directory
+    at import when the files are there."""
+
+def token_data_source(encoding: str) -> str | None:
+    """Where ``encoding``'s data came from: ``"file"`` or ``"embedded: <why>"``; None before its first use."""
 
 def encoding_for_model(model: str) -> str:
     """``"o200k_base"`` or ``"cl100k_base"`` for OpenAI models; any other model gets ``"o200k_base"`` as an estimate."""

@@ -64,6 +64,19 @@ fn count_chat_tokens(py: Python<'_>, messages: Vec<MessageArg>, model: &str) -> 
     }
 }
 
+/// Load token encoders from `<dir>/<encoding>.bpe` (written by `tools/dump_token_data.rs`) instead of the copy
+/// embedded in this extension; false when a directory was already set.
+#[pyfunction]
+fn set_token_data_dir(dir: std::path::PathBuf) -> bool {
+    tokens::set_data_dir(&dir)
+}
+
+/// Where `encoding`'s data came from: `"file"` or `"embedded: <why>"`; `None` before its first use.
+#[pyfunction]
+fn token_data_source(encoding: &str) -> PyResult<Option<String>> {
+    Ok(Encoding::from_name(encoding)?.source())
+}
+
 /// The encoding name used for `model`; unknown models get `"o200k_base"` as an estimate.
 #[pyfunction]
 fn encoding_for_model(model: &str) -> &'static str {
@@ -74,5 +87,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(count_chat_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(encoding_for_model, m)?)?;
+    m.add_function(wrap_pyfunction!(set_token_data_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(token_data_source, m)?)?;
     Ok(())
 }
