@@ -30,9 +30,10 @@ log = logging.getLogger("workjet.app")
 CHAT_PATH = "/v1/chat/completions"
 
 
-def create_app(settings: Settings) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """Build the gateway's ASGI app from validated settings."""
-    gateway = Gateway(settings)
+def create_app(settings: Settings, *, freeze_gc: bool = False) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Build the gateway's ASGI app from validated settings. `freeze_gc`: once started, move every object that
+    exists to the collector's permanent generation (`gc.freeze()`): what `workjet serve` does, see Gateway."""
+    gateway = Gateway(settings, freeze_gc=freeze_gc)
     chat = ChatHandler(gateway)
 
     async def models(request: Request) -> Response:

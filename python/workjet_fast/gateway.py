@@ -4,6 +4,7 @@ DLP, audit and metrics; and their start-up and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import sys
@@ -37,8 +38,9 @@ ACCESS_FLUSH_SECONDS = 0.5
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, freeze_gc: bool = False) -> None:
         self.settings = settings
+        self._freeze_gc = freeze_gc
         self.db = open_database(settings.storage_url)
         self.keys = KeyCache(KeyStore(self.db), settings.auth.refresh_seconds)
         self.providers: dict[str, Provider] = {name: make_provider(p) for name, p in settings.providers.items()}
@@ -70,6 +72,13 @@ class Gateway:
         self.audit.start()
         if self._access_out is not None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
+        if self._freeze_gc:
+            # Everything built so far (modules, configuration, caches) lives as long as the process. Left in the
+            # collector's oldest generation, every full collection walks all of it: a pause of milliseconds,
+            # every few thousand requests, which showed as the p99 at one connection. Frozen, a full
+            # collection only walks what requests created since.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -29,7 +29,7 @@ def app_factory() -> Callable[..., Awaitable[None]]:
     # The audit writer is a thread: when it holds the GIL, the event loop waits up to the switch interval
     # (5 ms by default) before it can run again. 0.5 ms bounds that stall without measurable overhead.
     sys.setswitchinterval(0.0005)
-    return create_app(settings)
+    return create_app(settings, freeze_gc=True)
 
 
 def _check_limits(settings: Settings) -> None:
