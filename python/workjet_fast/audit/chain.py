@@ -104,10 +104,14 @@ class Chain:
 
     def link(self, records: Iterable[dict[str, Any]]) -> list[Row]:
         """Chain normalised records; the caller holds `lock` when the rows must reach storage in order."""
+        return self.link_prepared((rec, canonical(rec).decode()) for rec in records)
+
+    def link_prepared(self, items: Iterable[tuple[dict[str, Any], str]]) -> list[Row]:
+        """`link` for records whose canonical text was already made: (normalised record, `canonical(record)`)."""
         out: list[Row] = []
         seq, head = self.seq, self.head
-        for rec in records:
-            row = _row(self.chain_id, seq + 1, head, rec, canonical(rec).decode())
+        for rec, text in items:
+            row = _row(self.chain_id, seq + 1, head, rec, text)
             seq, head = row.seq, row.hash
             out.append(row)
         self.seq, self.head = seq, head  # only once every row is built: an error leaves no gap

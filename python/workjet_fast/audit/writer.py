@@ -1,6 +1,9 @@
 """The background writer: a bounded in-memory queue drained by one thread into batched inserts.
 
-Request path: `submit()` appends to a deque (no lock, no I/O). When the deque holds `queue_size`
+Request path (after the response was sent): `submit()` normalises the record and makes its canonical text,
+which needs no ordering, so the writer thread holds the GIL only to hash, bind and insert (less time
+during which the event loop waits for it), then appends to a deque (no lock, no I/O). When the deque holds
+`queue_size`
 records, `submit()` chains the record on this process's *overflow chain* (`<chain id>-overflow`) and
 appends it to the spill file instead (a buffered write, never the database): records are never dropped
 silently. Two chains keep a crash from leaving a gap: each chain's rows become durable in seq order (the
@@ -25,13 +28,15 @@ from collections import deque
 from typing import Any
 
 from workjet_fast.audit.chain import Chain, Row, make_checkpoint
-from workjet_fast.audit.record import normalise
+from workjet_fast.audit.record import canonical, normalise
 from workjet_fast.audit.spill import SpillFile, lock_orphan, orphans, read_rows
 from workjet_fast.audit.store import AuditStore
 from workjet_fast.config.audit import AuditConfig
 from workjet_fast.storage.db import StorageError
 
 __all__ = ["AuditWriter"]
+
+Prepared = tuple[dict[str, Any], str]  # a normalised record and its canonical text
 
 log = logging.getLogger("workjet.audit")
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
@@ -44,7 +49,7 @@ class AuditWriter:
         self.chain = chain  # touched by the writer thread only
         self.overflow = Chain(f"{chain.chain_id}-overflow")
         self.spill = spill
-        self._dq: deque[dict[str, Any]] = deque()
+        self._dq: deque[Prepared] = deque()
         self._cap = cfg.queue_size
         self._batch = cfg.batch_size
         self._wake = threading.Event()
@@ -72,22 +77,22 @@ class AuditWriter:
     # ---- request path -------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
         try:
+            item = self._prepare(record)
             dq = self._dq
             if len(dq) < self._cap and not self._closing:
-                dq.append(record)
+                dq.append(item)
                 if len(dq) >= self._batch and not self._wake.is_set():
                     self._wake.set()
             else:
-                self._overflow(record)
+                self._overflow(item)
         except Exception:  # never raise into the request path
             self.errors += 1
             log.exception("audit submit failed")
 
-    def _overflow(self, record: dict[str, Any]) -> None:
-        rec = self._normalise(record)
+    def _overflow(self, item: Prepared) -> None:
         with self.overflow.lock:
             mark = self.overflow.seq, self.overflow.head
-            rows = self._link_each(self.overflow, [rec])
+            rows = self._link_each(self.overflow, [item])
             try:
                 self.spill.append(rows, fsync=self._thread is None or not self._thread.is_alive())
                 self.overflowed += 1
@@ -151,39 +156,40 @@ class AuditWriter:
                     log.exception("audit writer error at close")
                 return
 
-    def _normalise(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _prepare(self, record: dict[str, Any]) -> Prepared:
+        """The normalised record and its canonical text; a record that cannot be either is kept in minimal form."""
         try:
-            return normalise(record, store_bodies=self.cfg.store_bodies)
+            rec = normalise(record, store_bodies=self.cfg.store_bodies)
+            return rec, canonical(rec).decode()
         except Exception:
             log.exception("audit: malformed record kept in minimal form")
             rid = record.get("request_id") if isinstance(record, dict) else None
-            return normalise({"request_id": rid, "error_code": "audit_record_malformed"})
+            return _minimal(rid)
 
     def _flush_all(self) -> None:
         dq = self._dq
         while dq:
             take = min(len(dq), self._batch)
-            recs = [self._normalise(dq.popleft()) for _ in range(take)]
+            items = [dq.popleft() for _ in range(take)]
             self.drained += take
             mark = self.chain.seq, self.chain.head
             try:
-                rows = self.chain.link(recs)
+                rows = self.chain.link_prepared(items)
             except Exception:
-                rows = self._link_each(self.chain, recs)
+                rows = self._link_each(self.chain, items)
             if not self._write(rows):
                 self.chain.seq, self.chain.head = mark
 
     @staticmethod
-    def _link_each(chain: Chain, recs: list[dict[str, Any]]) -> list[Row]:
-        # A record that cannot be serialised is kept in minimal form rather than lost.
+    def _link_each(chain: Chain, items: list[Prepared]) -> list[Row]:
+        # A record that cannot be linked is kept in minimal form rather than lost.
         rows: list[Row] = []
-        for rec in recs:
+        for item in items:
             try:
-                rows += chain.link([rec])
+                rows += chain.link_prepared([item])
             except Exception:
                 log.exception("audit: a record kept in minimal form")
-                minimal = {"request_id": rec.get("request_id"), "error_code": "audit_record_malformed"}
-                rows += chain.link([normalise(minimal)])
+                rows += chain.link_prepared([_minimal(item[0].get("request_id"))])
         return rows
 
     def _connect(self) -> bool:
@@ -316,3 +322,8 @@ class AuditWriter:
             finally:
                 fh.close()
         return done
+
+
+def _minimal(request_id: Any) -> Prepared:
+    rec = normalise({"request_id": request_id, "error_code": "audit_record_malformed"})
+    return rec, canonical(rec).decode()
