@@ -8,8 +8,9 @@ exercised byte for byte, over real sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,18 @@ class Server:
         self._server.close()
 
 
+@contextlib.asynccontextmanager
+async def serving(handler: Handler, **client_options: Any) -> AsyncIterator[tuple[Server, HttpClient]]:
+    """A started server running `handler` per connection, and a client; both closed on the way out."""
+    srv = await Server(handler).start()
+    client = _client(**client_options)
+    try:
+        yield srv, client
+    finally:
+        await client.aclose()
+        await srv.stop()
+
+
 def _client(**overrides: Any) -> HttpClient:
     options: dict[str, Any] = {"name": "p", "type": "openai", "base_url": "http://x", "timeout": 5.0}
     options.update(overrides)
@@ -116,22 +129,19 @@ async def _keep_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
 def test_keep_alive_reuses_one_connection_and_sends_a_well_formed_request() -> None:
     async def main() -> None:
-        srv = await Server(_keep_answering).start()
-        client = _client(headers={"x-extra": "1"}, max_connections=4)
-        for n in range(20):
-            resp = await client.post(
-                srv.url, {"authorization": "Bearer k", "content-type": "application/json"}, b"x" * n
-            )
-            assert resp.status == 200
-            assert resp.headers["content-type"] == "application/json"
-            assert await resp.read() == b'{"echo": %d}' % n
-        assert srv.connections == 1
-        head = srv.requests[3].split(b"\r\n\r\n")[0].split(b"\r\n")
-        assert head[0] == b"POST /v1/chat/completions HTTP/1.1"
-        assert f"host: 127.0.0.1:{srv.port}".encode() in head
-        assert b"authorization: Bearer k" in head and b"content-length: 3" in head
-        await client.aclose()
-        await srv.stop()
+        async with serving(_keep_answering, headers={"x-extra": "1"}, max_connections=4) as (srv, client):
+            for n in range(20):
+                resp = await client.post(
+                    srv.url, {"authorization": "Bearer k", "content-type": "application/json"}, b"x" * n
+                )
+                assert resp.status == 200
+                assert resp.headers["content-type"] == "application/json"
+                assert await resp.read() == b'{"echo": %d}' % n
+            assert srv.connections == 1
+            head = srv.requests[3].split(b"\r\n\r\n")[0].split(b"\r\n")
+            assert head[0] == b"POST /v1/chat/completions HTTP/1.1"
+            assert f"host: 127.0.0.1:{srv.port}".encode() in head
+            assert b"authorization: Bearer k" in head and b"content-length: 3" in head
 
     run(main())
 
@@ -149,19 +159,16 @@ def test_chunked_stream_arrives_piece_by_piece() -> None:
             writer.write(b"4\r\nabc\n\r\n0\r\n\r\n")
             await _keep_answering(reader, writer, srv)
 
-        srv = await Server(handler).start()
-        client = _client()
-        resp = await client.post(srv.url, {}, b"{}")
-        pieces = resp.chunks()
-        assert await pieces.__anext__() == b"data: "
-        step.set()
-        rest = [p async for p in pieces]
-        assert b"".join(rest) == b"abc\n"
-        # The finished stream returned its connection: the next request reuses it.
-        assert await (await client.post(srv.url, {}, b"12")).read() == b'{"echo": 2}'
-        assert srv.connections == 1
-        await client.aclose()
-        await srv.stop()
+        async with serving(handler) as (srv, client):
+            resp = await client.post(srv.url, {}, b"{}")
+            pieces = resp.chunks()
+            assert await pieces.__anext__() == b"data: "
+            step.set()
+            rest = [p async for p in pieces]
+            assert b"".join(rest) == b"abc\n"
+            # The finished stream returned its connection: the next request reuses it.
+            assert await (await client.post(srv.url, {}, b"12")).read() == b'{"echo": 2}'
+            assert srv.connections == 1
 
     run(main())
 
@@ -182,13 +189,10 @@ def test_body_until_close_gzip_and_informational_responses() -> None:
                 writer.write(_response(gzip.compress(b'{"zipped": true}'), b"content-encoding: gzip\r\n"))
 
         for handler, expected in ((until_close, b'{"a": 1}'), (gzipped, b'{"zipped": true}')):
-            srv = await Server(handler).start()
-            client = _client()
-            resp = await client.post(srv.url, {}, b"{}")
-            assert resp.status == 200 and "link" not in resp.headers
-            assert await resp.read() == expected
-            await client.aclose()
-            await srv.stop()
+            async with serving(handler) as (srv, client):
+                resp = await client.post(srv.url, {}, b"{}")
+                assert resp.status == 200 and "link" not in resp.headers
+                assert await resp.read() == expected
 
     run(main())
 
@@ -203,14 +207,11 @@ def test_a_connection_the_upstream_dropped_while_idle_is_retried_once() -> None:
             await writer.drain()
             await srv.read_request(reader)
 
-        srv = await Server(one_then_close).start()
-        client = _client()
-        for _ in range(3):
-            resp = await client.post(srv.url, {}, b"{}")
-            assert await resp.read() == b"{}"
-        assert srv.connections == 3  # each stale connection was replaced, and no request failed
-        await client.aclose()
-        await srv.stop()
+        async with serving(one_then_close) as (srv, client):
+            for _ in range(3):
+                resp = await client.post(srv.url, {}, b"{}")
+                assert await resp.read() == b"{}"
+            assert srv.connections == 3  # each stale connection was replaced, and no request failed
 
     run(main())
 
@@ -220,14 +221,11 @@ def test_a_fresh_connection_closed_without_an_answer_is_a_failure_not_a_retry() 
         async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
             await srv.read_request(reader)
 
-        srv = await Server(hang_up).start()
-        client = _client()
-        with pytest.raises(UpstreamFailure) as e:
-            await client.post(srv.url, {}, b"{}")
-        assert e.value.unreachable and "closed the connection" in e.value.message
-        assert srv.connections == 1
-        await client.aclose()
-        await srv.stop()
+        async with serving(hang_up) as (srv, client):
+            with pytest.raises(UpstreamFailure) as e:
+                await client.post(srv.url, {}, b"{}")
+            assert e.value.unreachable and "closed the connection" in e.value.message
+            assert srv.connections == 1
 
     run(main())
 
@@ -243,13 +241,10 @@ def test_connection_close_is_honoured_and_the_pool_bound_holds() -> None:
             assert await reader.read() == b""
             srv.eofs += 1
 
-        srv = await Server(slow_close).start()
-        client = _client(max_connections=2)
-        results = await asyncio.gather(*(_post_read(client, srv.url) for _ in range(8)))
-        assert results == [b"{}"] * 8
-        assert srv.connections == 8 and srv.max_open <= 2
-        await client.aclose()
-        await srv.stop()
+        async with serving(slow_close, max_connections=2) as (srv, client):
+            results = await asyncio.gather(*(_post_read(client, srv.url) for _ in range(8)))
+            assert results == [b"{}"] * 8
+            assert srv.connections == 8 and srv.max_open <= 2
 
     run(main())
 
@@ -269,22 +264,16 @@ def test_timeouts_and_refused_connections_are_unreachable_failures() -> None:
             writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"half')
             await asyncio.sleep(10)
 
-        srv = await Server(silent).start()
-        client = _client(timeout=0.2)
-        with pytest.raises(UpstreamFailure) as e:
-            await client.post(srv.url, {}, b"{}")
-        assert e.value.unreachable and "no response within 0.2s" in e.value.message
-        await client.aclose()
-        await srv.stop()
+        async with serving(silent, timeout=0.2) as (srv, client):
+            with pytest.raises(UpstreamFailure) as e:
+                await client.post(srv.url, {}, b"{}")
+            assert e.value.unreachable and "no response within 0.2s" in e.value.message
 
-        srv = await Server(stalls_mid_body).start()
-        client = _client(read_timeout=0.2)
-        resp = await client.post(srv.url, {}, b"{}")
-        with pytest.raises(UpstreamFailure) as e:
-            await resp.read()
-        assert e.value.unreachable and "sent nothing for 0.2s" in e.value.message
-        await client.aclose()
-        await srv.stop()
+        async with serving(stalls_mid_body, read_timeout=0.2) as (srv, client):
+            resp = await client.post(srv.url, {}, b"{}")
+            with pytest.raises(UpstreamFailure) as e:
+                await resp.read()
+            assert e.value.unreachable and "sent nothing for 0.2s" in e.value.message
 
         dead = await Server(silent).start()
         url = dead.url
@@ -316,26 +305,21 @@ def test_malformed_and_truncated_responses_fail_cleanly() -> None:
             writer.write(_response(b"??", b"content-encoding: br\r\n"))
             await asyncio.sleep(1)
 
-        srv = await Server(garbage).start()
-        client = _client()
-        with pytest.raises(UpstreamFailure) as e:
-            await client.post(srv.url, {}, b"{}")
-        assert e.value.unreachable and "malformed HTTP" in e.value.message
-        await srv.stop()
+        async with serving(garbage) as (srv, client):
+            with pytest.raises(UpstreamFailure) as e:
+                await client.post(srv.url, {}, b"{}")
+            assert e.value.unreachable and "malformed HTTP" in e.value.message
 
-        srv = await Server(truncated).start()
-        resp = await client.post(srv.url, {}, b"{}")
-        with pytest.raises(UpstreamFailure) as e:
-            _ = [p async for p in resp.chunks()]
-        assert e.value.unreachable and "stream broke" in e.value.message
-        await srv.stop()
+        async with serving(truncated) as (srv, client):
+            resp = await client.post(srv.url, {}, b"{}")
+            with pytest.raises(UpstreamFailure) as e:
+                _ = [p async for p in resp.chunks()]
+            assert e.value.unreachable and "stream broke" in e.value.message
 
-        srv = await Server(brotli).start()
-        with pytest.raises(UpstreamFailure) as e:
-            await client.post(srv.url, {}, b"{}")
-        assert e.value.status == 502 and "content-encoding 'br'" in e.value.message
-        await client.aclose()
-        await srv.stop()
+        async with serving(brotli) as (srv, client):
+            with pytest.raises(UpstreamFailure) as e:
+                await client.post(srv.url, {}, b"{}")
+            assert e.value.status == 502 and "content-encoding 'br'" in e.value.message
 
     run(main())
 
@@ -350,17 +334,14 @@ def test_an_abandoned_stream_closes_its_connection() -> None:
                 await writer.drain()
                 await asyncio.sleep(0.005)
 
-        srv = await Server(endless).start()
-        client = _client()
-        for _ in range(3):
-            resp = await client.post(srv.url, {}, b"{}")
-            pieces = resp.chunks()
-            assert (await pieces.__anext__()).startswith(b"hello")
-            resp.close()
-        await asyncio.sleep(0.1)
-        assert srv.connections == 3 and srv.open_now == 0  # every abandoned stream's connection was closed
-        await client.aclose()
-        await srv.stop()
+        async with serving(endless) as (srv, client):
+            for _ in range(3):
+                resp = await client.post(srv.url, {}, b"{}")
+                pieces = resp.chunks()
+                assert (await pieces.__anext__()).startswith(b"hello")
+                resp.close()
+            await asyncio.sleep(0.1)
+            assert srv.connections == 3 and srv.open_now == 0  # every abandoned stream's connection was closed
 
     run(main())
 
@@ -381,20 +362,17 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_everything() -> 
             writer.write(b"0\r\n\r\n")
             await writer.drain()
 
-        srv = await Server(firehose).start()
-        client = _client()
-        resp = await client.post(srv.url, {}, b"{}")
-        pieces = resp.chunks()
-        await pieces.__anext__()
-        await asyncio.sleep(0.3)  # we don't read; the server can only fill socket buffers
-        assert isinstance(resp, http1._Response)
-        # At most the high-water mark plus what one socket read (256 KiB at most in asyncio) brought past it.
-        assert resp._size <= http1._HIGH_WATER + 256 * 1024
-        assert sent < 8 * 1024 * 1024
-        total = sum([len(p) async for p in pieces])
-        assert total > 15 * 1024 * 1024
-        await client.aclose()
-        await srv.stop()
+        async with serving(firehose) as (srv, client):
+            resp = await client.post(srv.url, {}, b"{}")
+            pieces = resp.chunks()
+            await pieces.__anext__()
+            await asyncio.sleep(0.3)  # we don't read; the server can only fill socket buffers
+            assert isinstance(resp, http1._Response)
+            # At most the high-water mark plus what one socket read (256 KiB at most in asyncio) brought past it.
+            assert resp._size <= http1._HIGH_WATER + 256 * 1024
+            assert sent < 8 * 1024 * 1024
+            total = sum([len(p) async for p in pieces])
+            assert total > 15 * 1024 * 1024
 
     run(main())
 
@@ -408,20 +386,17 @@ def test_cancelled_waiters_do_not_leak_pool_slots() -> None:
                 await release.wait()
                 writer.write(_response(b"{}"))
 
-        srv = await Server(held).start()
-        client = _client(max_connections=1)
-        first = asyncio.ensure_future(_post_read(client, srv.url))
-        await asyncio.sleep(0.05)
-        waiters = [asyncio.ensure_future(_post_read(client, srv.url)) for _ in range(5)]
-        await asyncio.sleep(0.05)
-        for w in waiters:
-            w.cancel()
-        release.set()
-        assert await first == b"{}"
-        assert await _post_read(client, srv.url) == b"{}"
-        assert srv.connections == 1
-        await client.aclose()
-        await srv.stop()
+        async with serving(held, max_connections=1) as (srv, client):
+            first = asyncio.ensure_future(_post_read(client, srv.url))
+            await asyncio.sleep(0.05)
+            waiters = [asyncio.ensure_future(_post_read(client, srv.url)) for _ in range(5)]
+            await asyncio.sleep(0.05)
+            for w in waiters:
+                w.cancel()
+            release.set()
+            assert await first == b"{}"
+            assert await _post_read(client, srv.url) == b"{}"
+            assert srv.connections == 1
 
     run(main())
 
@@ -435,11 +410,8 @@ def test_a_body_read_whole_is_never_paused() -> None:
             writer.write(_response(big))
             await writer.drain()
 
-        srv = await Server(handler).start()
-        client = _client(read_timeout=2)
-        resp: StreamBody = await client.post(srv.url, {}, b"{}")
-        assert await resp.read() == big
-        await client.aclose()
-        await srv.stop()
+        async with serving(handler, read_timeout=2) as (srv, client):
+            resp: StreamBody = await client.post(srv.url, {}, b"{}")
+            assert await resp.read() == big
 
     run(main())

@@ -283,6 +283,17 @@ def _history() -> list[str]:
     ]
 
 
+# The upstream-client comparison: the pass-through with each client, then the gateway with each.
+CLIENT_ROWS = (
+    "starlette-aiohttp",
+    "starlette-native",
+    "starlette-httpx",
+    "starlette-httpx-tuned",
+    "workjet-on",
+    "workjet-on-aiohttp",
+)
+
+
 def client_section(out: dict[str, Any]) -> str:
     L = [
         CLIENT,
@@ -294,31 +305,14 @@ def client_section(out: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     base = _rps(out, "json", 32, "starlette-aiohttp")
-    for n in (
-        "starlette-aiohttp",
-        "starlette-native",
-        "starlette-httpx",
-        "starlette-httpx-tuned",
-        "workjet-on",
-        "workjet-on-aiohttp",
-    ):
+    for n in CLIENT_ROWS:
         r1, r32 = _runs(out, "json", 1, n), _runs(out, "json", 32, n)
         if r1 or r32:
             L.append(
                 f"| {LABEL[n]} | {_fmt_rps(r1)} | {_lat(r1)} | {_fmt_rps(r32)} | {_lat(r32)} | "
                 f"{_ratio(_rps(out, 'json', 32, n), base)} |"
             )
-    a32, n32, h32, t32, on32, onaio32 = (
-        _rps(out, "json", 32, n)
-        for n in (
-            "starlette-aiohttp",
-            "starlette-native",
-            "starlette-httpx",
-            "starlette-httpx-tuned",
-            "workjet-on",
-            "workjet-on-aiohttp",
-        )
-    )
+    a32, n32, h32, t32, on32, onaio32 = (_rps(out, "json", 32, n) for n in CLIENT_ROWS)
     a1, n1 = (_med(_runs(out, "json", 1, n), "p50_ms") for n in ("starlette-aiohttp", "starlette-native"))
     if n32 == n32 and a32 == a32:
         best = max(
