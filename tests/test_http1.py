@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -413,5 +414,55 @@ def test_a_body_read_whole_is_never_paused() -> None:
         async with serving(handler, read_timeout=2) as (srv, client):
             resp: StreamBody = await client.post(srv.url, {}, b"{}")
             assert await resp.read() == big
+
+    run(main())
+
+
+def test_https_verifies_the_upstream_certificate(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Over TLS the client checks the certificate chain and the host name against the system's trust store
+    (`SSL_CERT_FILE` points OpenSSL at a test CA here): a certificate from an unknown CA, or for another
+    name, is refused as unreachable, never used."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    good = ca.issue_cert("127.0.0.1")
+    wrong_name = ca.issue_cert("upstream.example")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def main() -> None:
+        async def start(cert: Any) -> asyncio.Server:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(ctx)
+
+            async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                srv = Server(_keep_answering)
+                try:
+                    await _keep_answering(reader, writer, srv)
+                except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+                    pass
+                finally:
+                    writer.close()
+
+            return await asyncio.start_server(on_conn, "127.0.0.1", 0, ssl=ctx)
+
+        for cert, trusted, ok in ((good, True, True), (good, False, False), (wrong_name, True, False)):
+            if trusted:
+                monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+            else:
+                monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+            server = await start(cert)
+            url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+            client = _client()
+            try:
+                if ok:
+                    for n in range(3):
+                        assert await (await client.post(url, {}, b"x" * n)).read() == b'{"echo": %d}' % n
+                else:
+                    with pytest.raises(UpstreamFailure) as e:
+                        await client.post(url, {}, b"{}")
+                    assert e.value.unreachable and "CERTIFICATE_VERIFY_FAILED" in e.value.message
+            finally:
+                await client.aclose()
+                server.close()
 
     run(main())
