@@ -1,0 +1,76 @@
+"""A/B of gateway configurations under load: `python -m benches.load.ab on noaudit nodlp ...`.
+
+Starts the nginx fake upstream and one gateway per variant (the `workjet-on` configuration of targets.py with
+one change each), then drives them with wrk, interleaved and in alternating order, and prints the median req/s,
+p50 and p99 per variant. `REPS` (default 3) runs of `SECONDS` (default 4) at each of `CONNS` (default 1,32).
+Used for "What each feature costs under load" in benches/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from benches.load import targets as T
+from benches.load.payloads import JSON_MODEL, chat_body
+from benches.load.procs import require_tools, stop_all
+from benches.load.wrk import WrkResult, run_wrk
+
+VARIANTS: dict[str, Callable[[str], str]] = {
+    "on": lambda t: t,
+    "off": lambda t: t,  # features=False: the workjet-off configuration
+    "noaudit": lambda t: t.replace("audit:\n  enabled: true", "audit:\n  enabled: false"),
+    "nodlp": lambda t: t.replace("dlp:\n  enabled: true", "dlp:\n  enabled: false"),
+    "notpm": lambda t: t.replace(", tpm: 1000000000000", ""),
+    "nolog": lambda t: t.replace("access_log: true", "access_log: false"),
+    "rx": lambda t: t.replace("dlp:\n  enabled: true", "dlp:\n  enabled: true\n  engine: regex"),
+    "aiohttp": lambda t: t.replace("http_client: native", "http_client: aiohttp"),
+}
+
+
+def main(argv: list[str]) -> None:
+    names = argv or ["on", "off"]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    reps = int(os.environ.get("REPS", "3"))
+    seconds = float(os.environ.get("SECONDS", "4"))
+    conns = tuple(int(c) for c in os.environ.get("CONNS", "1,32").split(","))
+    tools = require_tools(["wrk", "nginx", "taskset"])
+    tmp = Path(tempfile.mkdtemp(prefix="workjet-ab-"))
+    body = tmp / "body.json"
+    body.write_bytes(chat_body(JSON_MODEL, False))
+    original = T.gateway_config
+    try:
+        direct = T.start_direct(tools["nginx"], tmp)
+        upstream = direct.json_url.rsplit("/json/", 1)[0]
+        gateways = {}
+        for n in names:
+            T.gateway_config = lambda *a, _n=n, **k: VARIANTS[_n](original(*a, **k))  # type: ignore[misc]
+            gateways[n] = T.start_gateway(f"ab-{n}", upstream, tmp, n != "off")
+        T.gateway_config = original
+        runs: dict[tuple[str, int], list[WrkResult]] = {(n, c): [] for n in names for c in conns}
+        for r in range(reps):
+            for c in conns:
+                for n in names if r % 2 == 0 else names[::-1]:
+                    g = gateways[n]
+                    runs[(n, c)].append(run_wrk(tools["wrk"], g.json_url, body, g.headers, c, seconds, T.DRIVER_CORE))
+        for c in conns:
+            base = statistics.median(w.rps for w in runs[(names[0], c)])
+            for n in names:
+                ws = runs[(n, c)]
+                rps = statistics.median(w.rps for w in ws)
+                p50 = statistics.median(w.p50_ms for w in ws)
+                p99 = statistics.median(w.p99_ms for w in ws)
+                print(f"c={c:<3} {n:<8} {rps:8.0f} req/s ({rps / base:.2f}x)  p50 {p50:.3f}  p99 {p99:.3f} ms")
+    finally:
+        T.gateway_config = original
+        stop_all()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
