@@ -575,6 +575,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn encoders_loaded_from_dumped_files_count_like_the_embedded_ones() {
         let dir = std::env::temp_dir().join(format!("workjet-token-data-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
