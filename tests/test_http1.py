@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from workjet_fast.config import ProviderConfig
+from workjet_fast.config import ConfigError, ProviderConfig, parse_settings
 from workjet_fast.providers import http1
 from workjet_fast.providers.errors import UpstreamFailure
 from workjet_fast.providers.http import HttpClient, StreamBody
@@ -466,3 +466,37 @@ def test_https_verifies_the_upstream_certificate(monkeypatch: pytest.MonkeyPatch
                 server.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("http_client", ["native", "aiohttp"])
+def test_both_http1_clients_serve_json_and_streams(http_client: str) -> None:
+    """`http_client: aiohttp` stays a working alternative behind the same interface."""
+
+    async def main() -> None:
+        async def mixed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, srv: Server) -> None:
+            while (body := await srv.read_request(reader)) is not None:
+                if body == b"stream":
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    writer.write(b"6\r\ndata: \r\n4\r\nabc\n\r\n0\r\n\r\n")
+                else:
+                    writer.write(_response(b'{"ok": true}', b"retry-after: 3\r\n"))
+
+        async with serving(mixed, http_client=http_client, max_connections=2) as (srv, client):
+            for _ in range(3):
+                resp = await client.post(srv.url, {"content-type": "application/json"}, b"{}")
+                assert resp.status == 200 and resp.headers.get("retry-after") == "3"
+                assert await resp.read() == b'{"ok": true}'
+                stream = await client.post(srv.url, {}, b"stream")
+                assert b"".join([p async for p in stream.chunks()]) == b"data: abc\n"
+                stream.close()
+            assert srv.connections <= 2
+
+    run(main())
+
+
+def test_http_client_option_is_checked() -> None:
+    base = "providers:\n  p: {type: openai, base_url: 'http://x/v1', http_client: %s}\nmodels:\n  m: {provider: p}\n"
+    assert parse_settings(base % "aiohttp").providers["p"].http_client == "aiohttp"
+    assert parse_settings(base % "native").providers["p"].http_client == "native"
+    with pytest.raises(ConfigError, match="http_client"):
+        parse_settings(base % "curl")
