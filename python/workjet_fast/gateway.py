@@ -74,9 +74,9 @@ class Gateway:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_access_log())
         if self._freeze_gc:
             # Everything built so far (modules, configuration, caches) lives as long as the process. Left in the
-            # collector's oldest generation, every full collection walks all of it: a pause of milliseconds,
-            # every few thousand requests, which showed as the p99 at one connection. Frozen, a full
-            # collection only walks what requests created since.
+            # collector's oldest generation, every full collection walks all of it (~18 ms measured in a worker),
+            # every few thousand requests: a latency spike. Frozen, a full collection only walks what requests
+            # created since. (Its effect on the load benchmark's p99 was within noise: benches/RESULTS.md.)
             gc.collect()
             gc.freeze()
         try:
