@@ -608,13 +608,7 @@ impl State {
                 }
             }
             for (key, text) in flushed {
-                let chunk = match key {
-                    Flushed::Content => {
-                        self.content_chars += text.chars().count() as u64;
-                        self.content_chunk(index, text)
-                    }
-                    Flushed::Args(key) => self.args_chunk(index, key, text),
-                };
+                let chunk = self.flushed_chunk(index, key, text);
                 before.push(chunk);
             }
         }
@@ -649,13 +643,7 @@ impl State {
             let blocked = state.finish_all(&mut flushed, &mut findings);
             self.findings.extend(findings);
             for (key, text) in flushed {
-                let chunk = match key {
-                    Flushed::Content => {
-                        self.content_chars += text.chars().count() as u64;
-                        self.content_chunk(index, text)
-                    }
-                    Flushed::Args(key) => self.args_chunk(index, key, text),
-                };
+                let chunk = self.flushed_chunk(index, key, text);
                 write_json_frame(out, &chunk);
             }
             if blocked {
@@ -675,6 +663,17 @@ impl State {
         self.finish_reason = Some("content_filter".to_owned());
         self.blocked = true;
         self.done = true;
+    }
+
+    /// The chunk that carries text a filter released: content (counted) or a tool call's arguments.
+    fn flushed_chunk(&mut self, index: u64, key: Flushed, text: String) -> Value {
+        match key {
+            Flushed::Content => {
+                self.content_chars += text.chars().count() as u64;
+                self.content_chunk(index, text)
+            }
+            Flushed::Args(key) => self.args_chunk(index, key, text),
+        }
     }
 
     fn content_chunk(&self, index: u64, text: String) -> Value {

@@ -36,23 +36,15 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: 
     if not lines[0].split(b" ")[1].startswith(b"2"):
         raise RuntimeError(f"status {lines[0]!r}: {rest[:300]!r}")
     hdrs = {k.strip().lower(): v.strip() for k, _, v in (x.partition(b":") for x in lines[1:])}
-    if b"content-length" in hdrs:
-        n = int(hdrs[b"content-length"])
-        while len(rest) < n:
-            more = await reader.read(65536)
-            if not more:
-                raise ConnectionError("closed mid-body")
-            if t_first < 0 and b"data:" in more:
-                t_first = time.perf_counter() - t0
-            rest += more
-    else:  # chunked: read until the last chunk
-        while not rest.endswith(b"0\r\n\r\n"):
-            more = await reader.read(65536)
-            if not more:
-                raise ConnectionError("closed mid-body")
-            if t_first < 0 and b"data:" in more:
-                t_first = time.perf_counter() - t0
-            rest += more
+    n = int(hdrs[b"content-length"]) if b"content-length" in hdrs else None
+    # Content-Length: read that many bytes; chunked: read until the last chunk.
+    while (len(rest) < n) if n is not None else not rest.endswith(b"0\r\n\r\n"):
+        more = await reader.read(65536)
+        if not more:
+            raise ConnectionError("closed mid-body")
+        if t_first < 0 and b"data:" in more:
+            t_first = time.perf_counter() - t0
+        rest += more
     if t_first < 0 and b"data:" in rest:
         t_first = t_head
     return t_head, t_first, time.perf_counter() - t0
