@@ -405,7 +405,17 @@ pub struct Engine {
     kind: EngineKind,
     /// The longest hold-back any rule can ask for, in bytes.
     max_holdback: usize,
+    /// Lazy-DFA caches of the per-rule stream automata, lent to a stream scanner for one push: the states a
+    /// stream determinised stay built for the next stream (a fresh set per stream re-determinised them every
+    /// time, ~40 µs per short stream). One set per concurrent push, at most [`STREAM_CACHE_POOL`] kept.
+    stream_caches: Mutex<Vec<StreamCaches>>,
 }
+
+/// One lazy-DFA cache per rule, created on first use.
+pub(crate) type StreamCaches = Vec<Option<hybrid::dfa::Cache>>;
+
+/// Cache sets kept for reuse; pushes running at once beyond this (threads) make and drop their own.
+const STREAM_CACHE_POOL: usize = 8;
 
 impl Engine {
     /// Built-in rules plus `custom_json` (a custom rule with a built-in's id replaces it). `engine` is
@@ -453,7 +463,26 @@ impl Engine {
             finder,
             kind,
             max_holdback,
+            stream_caches: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A set of stream caches (warm when one was returned before); give it back with [`Engine::put_stream_caches`].
+    pub(crate) fn take_stream_caches(&self) -> StreamCaches {
+        let pooled = self.stream_caches.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        pooled.unwrap_or_else(|| (0..self.rules.len()).map(|_| None).collect())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn stream_cache_pool_len(&self) -> usize {
+        self.stream_caches.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub(crate) fn put_stream_caches(&self, caches: StreamCaches) {
+        let mut pool = self.stream_caches.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < STREAM_CACHE_POOL && caches.len() == self.rules.len() {
+            pool.push(caches);
+        }
     }
 
     #[cfg(feature = "hyperscan")]

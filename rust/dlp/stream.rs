@@ -29,9 +29,9 @@
 
 use std::sync::Arc;
 
-use regex_automata::{Anchored, Input, hybrid};
+use regex_automata::{Anchored, Input};
 
-use super::engine::{Engine, Selector, UNBOUNDED_CAP, ceil_char, floor_char};
+use super::engine::{Engine, Selector, StreamCaches, UNBOUNDED_CAP, ceil_char, floor_char};
 use super::policy::{Direction, Policy};
 use super::redact::marker;
 use super::rules::Action;
@@ -57,13 +57,13 @@ pub struct StreamScanner {
     blocked: bool,
     /// Fail-closed mode after the cap: everything else is dropped.
     suppress: bool,
-    caches: Vec<Option<hybrid::dfa::Cache>>,
+    /// Lazy-DFA caches, borrowed from the engine's pool for the length of one push (empty between pushes).
+    caches: StreamCaches,
 }
 
 impl StreamScanner {
     pub fn new(engine: Arc<Engine>, policy: Arc<Policy>) -> StreamScanner {
         let actions = engine.actions(&policy, Direction::Response);
-        let caches = (0..engine.rules().len()).map(|_| None).collect();
         StreamScanner {
             engine,
             policy,
@@ -73,7 +73,7 @@ impl StreamScanner {
             cur: 0,
             blocked: false,
             suppress: false,
-            caches,
+            caches: Vec::new(),
         }
     }
 
@@ -302,10 +302,13 @@ impl TextFilter for StreamScanner {
             };
         }
         self.buf.push_str(text);
-        match self.quick() {
+        self.caches = self.engine.take_stream_caches();
+        let out = match self.quick() {
             Some(out) => out,
             None => self.process(false),
-        }
+        };
+        self.engine.put_stream_caches(std::mem::take(&mut self.caches));
+        out
     }
 
     fn finish(&mut self) -> FilterOutput {
@@ -315,7 +318,9 @@ impl TextFilter for StreamScanner {
                 ..FilterOutput::default()
             };
         }
+        self.caches = self.engine.take_stream_caches();
         let out = self.process(true);
+        self.engine.put_stream_caches(std::mem::take(&mut self.caches));
         self.buf.clear();
         self.pos = 0;
         self.cur = 0;

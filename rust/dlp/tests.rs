@@ -174,6 +174,39 @@ fn prose_is_released_without_delay() {
 }
 
 #[test]
+fn interleaved_streams_share_warm_caches_without_mixing_state() {
+    // Scanners borrow the engine's lazy-DFA caches push by push: two streams interleaved chunk by chunk, on
+    // caches the other one warmed, must each still give the batch result of its own text.
+    let policy = Arc::new(Policy::default());
+    for e in engines() {
+        let texts = [
+            "Mail jane.doe@example.com or call 415-555-0132 about card 4111 1111 1111 1111 today.",
+            "The key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD was pasted; ssn 123-45-6789.",
+        ];
+        let mut scanners: Vec<StreamScanner> = (0..2)
+            .map(|_| StreamScanner::new(Arc::clone(&e), Arc::clone(&policy)))
+            .collect();
+        let mut outs = [String::new(), String::new()];
+        for step in 0..texts[0].len().max(texts[1].len()).div_ceil(7) {
+            for (i, t) in texts.iter().enumerate() {
+                let (a, b) = ((step * 7).min(t.len()), (step * 7 + 7).min(t.len()));
+                outs[i].push_str(&scanners[i].push(&t[a..b]).text);
+            }
+        }
+        for (i, s) in scanners.iter_mut().enumerate() {
+            outs[i].push_str(&s.finish().text);
+            assert_eq!(outs[i], expected_stream(&e, &policy, texts[i]).0, "stream {i}");
+        }
+        // Many streams at once still leave a bounded pool behind.
+        let many: Vec<_> = (0..40).map(|_| e.take_stream_caches()).collect();
+        for c in many {
+            e.put_stream_caches(c);
+        }
+        assert!(e.stream_cache_pool_len() <= 8);
+    }
+}
+
+#[test]
 fn unbounded_rule_fails_closed_at_cap() {
     let e = Arc::new(Engine::new(None, "regex").unwrap());
     let mut s = StreamScanner::new(Arc::clone(&e), Arc::new(Policy::default()));
