@@ -97,6 +97,8 @@ def test_request_id_and_overhead_headers(gateway: GatewayProc) -> None:
     assert r.status_code == 200
     assert r.headers["x-request-id"].startswith("req_")
     assert float(r.headers["x-workjet-overhead-ms"]) >= 0
+    # A JSON answer has its length up front, as OpenAI's do, not chunked framing.
+    assert int(r.headers["content-length"]) == len(r.content) and "transfer-encoding" not in r.headers
 
 
 def test_x_api_key_header_is_accepted(gateway: GatewayProc) -> None:

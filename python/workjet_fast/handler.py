@@ -148,6 +148,7 @@ class ChatHandler:
         payload = orjson.dumps(result)
         ctx.finish(200)
         headers.append(_JSON)
+        headers.append((b"content-length", b"%d" % len(payload)))  # not chunked: what OpenAI sends, less framing
         headers.append((b"x-workjet-dlp", ctx.dlp_state.encode() if self.dlp_on else b"off"))
         headers.append(_overhead(ctx))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
