@@ -64,3 +64,42 @@ def test_access_log_line() -> None:
     body = orjson.loads(line)
     assert body["request_id"] == "req-1" and body["status"] == 200 and body["model"] == "gpt-4o-mini"
     assert b"sk-live" not in line
+
+
+def _reference_normalise(raw: dict[str, object]) -> dict[str, object]:
+    """The scalar checks as first written, one general check per field: the fast paths must agree with it."""
+    from workjet_fast.audit import record as r
+
+    rec = normalise(raw)  # attempts, findings, bodies: not under test here
+    for k in FIELDS:
+        v = raw.get(k)
+        if k in r._NUMBERS:
+            rec[k] = r._number(v)
+        elif k in r._INTS:
+            rec[k] = r._int(v)
+        elif k in r._COUNTS:
+            rec[k] = v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 else None
+        elif k in r._TEXTS:
+            rec[k] = None if v is None else r._text(v)
+    if rec["started_at"] is None:
+        rec["started_at"] = rec["ended_at"] or 0.0
+    return rec
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e300, -1e300, 1e299, 2.0**63, -0.0]),
+    st.text(),
+    st.sampled_from(["a\x00b", "\ud800", "é", "plain"]),
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from([f for f in FIELDS if f != "request_id"]), _SCALARS, max_size=12))
+def test_fast_paths_agree_with_the_general_checks(raw: dict[str, object]) -> None:
+    raw = raw | {"request_id": "req-1"}
+    got, want = normalise(raw), _reference_normalise(raw)
+    assert canonical(got) == canonical(want)

@@ -88,18 +88,26 @@ def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, A
     """The record as stored: known fields only (unknown keys are dropped, so nothing leaks by accident),
     attempts and DLP findings reduced to their documented keys, bodies only when `store_bodies`.
     Values of the wrong type become None (numbers, indexed strings) so a bad record is still written."""
-    rec = {k: raw.get(k) for k in FIELDS}
-    rec["request_id"] = _text(rec["request_id"]) if rec["request_id"] else uuid.uuid4().hex
+    # Each check starts with the exact type a RequestContext produces (this runs on every request); anything
+    # else takes the general path, with the same result.
+    get = raw.get
+    rec = {k: get(k) for k in FIELDS}
+    rid = rec["request_id"]
+    rec["request_id"] = _text(rid) if rid else uuid.uuid4().hex
     for k in _NUMBERS:
-        rec[k] = _number(rec[k])
+        v = rec[k]
+        if type(v) is not float or not -1e300 < v < 1e300:
+            rec[k] = _number(v)
     for k in _INTS:
         rec[k] = _int(rec[k])
     for k in _COUNTS:
         v = rec[k]
-        rec[k] = v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 else None
+        if not (type(v) is int and 0 <= v < 2**63):
+            rec[k] = v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 else None
     for k in _TEXTS:
-        if rec[k] is not None:
-            rec[k] = _text(rec[k])
+        v = rec[k]
+        if v is not None and not (type(v) is str and v.isascii() and "\x00" not in v):
+            rec[k] = _text(v)
     rec["attempts"] = [_pick(a, _ATTEMPT_FIELDS) for a in _items(raw.get("attempts"))]
     rec["dlp_findings"] = [_pick(f, _FINDING_FIELDS) for f in _items(raw.get("dlp_findings"))]
     if rec["started_at"] is None:
