@@ -99,7 +99,11 @@ fn compile_rule(rule: Rule) -> Result<CompiledRule, DlpError> {
         .map_err(|e| err(&e))?;
     let dfa = hybrid::dfa::DFA::builder()
         .syntax(syntax_config())
-        .configure(hybrid::dfa::DFA::config().skip_cache_capacity_check(true))
+        .configure(
+            hybrid::dfa::DFA::config()
+                .cache_capacity(STREAM_DFA_CACHE_BYTES)
+                .skip_cache_capacity_check(true),
+        )
         .build(&rule.pattern)
         .map_err(|e| err(&e))?;
     let keywords = if rule.keywords.is_empty() {
@@ -416,6 +420,10 @@ pub(crate) type StreamCaches = Vec<Option<hybrid::dfa::Cache>>;
 
 /// Cache sets kept for reuse; pushes running at once beyond this (threads) make and drop their own.
 const STREAM_CACHE_POOL: usize = 8;
+
+/// Bound of one rule's stream lazy-DFA cache (it is cleared and rebuilt when full). The whole DLP corpus streamed
+/// through the built-ins leaves ~25 KiB per rule, so a set stays under ~5 MiB at worst (19 rules).
+const STREAM_DFA_CACHE_BYTES: usize = 256 * 1024;
 
 impl Engine {
     /// Built-in rules plus `custom_json` (a custom rule with a built-in's id replaces it). `engine` is
