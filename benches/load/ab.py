@@ -1,13 +1,16 @@
 """A/B of gateway configurations under load: `python -m benches.load.ab on noaudit nodlp ...`.
 
 Starts the nginx fake upstream and one gateway per variant (the `workjet-on` configuration of targets.py with
-one change each), then drives them with wrk, interleaved and in alternating order, and prints the median req/s,
-p50 and p99 per variant. `REPS` (default 3) runs of `SECONDS` (default 4) at each of `CONNS` (default 1,32).
+one change each; `a+b` combines variants), then drives them with wrk, interleaved and in alternating order, and
+prints per variant the median req/s, p50, p99 and the server's CPU time per request (user + system, all its
+threads, from /proc). `pt-aiohttp` and `pt-native` are the Starlette pass-through with either client, for a
+baseline in the same run. `REPS` (default 3) runs of `SECONDS` (default 4) at each of `CONNS` (default 1,32).
 Used for "What each feature costs under load" in benches/RESULTS.md.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import sys
@@ -32,9 +35,28 @@ VARIANTS: dict[str, Callable[[str], str]] = {
 }
 
 
+PASSTHROUGH = ("pt-aiohttp", "pt-native")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def config_for(name: str) -> Callable[..., str]:
+    """The workjet-on configuration with each `+`-joined variant applied in turn."""
+    original = T.gateway_config
+
+    def config(*a: object, **k: object) -> str:
+        return functools.reduce(lambda text, v: VARIANTS[v](text), name.split("+"), original(*a, **k))  # type: ignore[arg-type]
+
+    return config
+
+
 def main(argv: list[str]) -> None:
     names = argv or ["on", "off"]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in PASSTHROUGH and any(v not in VARIANTS for v in n.split("+"))]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
     reps = int(os.environ.get("REPS", "3"))
@@ -50,15 +72,22 @@ def main(argv: list[str]) -> None:
         upstream = direct.json_url.rsplit("/json/", 1)[0]
         gateways = {}
         for n in names:
-            T.gateway_config = lambda *a, _n=n, **k: VARIANTS[_n](original(*a, **k))  # type: ignore[misc]
+            if n in PASSTHROUGH:
+                gateways[n] = T.start_passthrough(n.removeprefix("pt-"), upstream, tmp)
+                continue
+            T.gateway_config = config_for(n)
             gateways[n] = T.start_gateway(f"ab-{n}", upstream, tmp, n != "off")
-        T.gateway_config = original
+            T.gateway_config = original
         runs: dict[tuple[str, int], list[WrkResult]] = {(n, c): [] for n in names for c in conns}
+        cpu: dict[tuple[str, int], list[float]] = {(n, c): [] for n in names for c in conns}
         for r in range(reps):
             for c in conns:
                 for n in names if r % 2 == 0 else names[::-1]:
                     g = gateways[n]
-                    runs[(n, c)].append(run_wrk(tools["wrk"], g.json_url, body, g.headers, c, seconds, T.DRIVER_CORE))
+                    before = cpu_seconds(g.proc.pid)
+                    w = run_wrk(tools["wrk"], g.json_url, body, g.headers, c, seconds, T.DRIVER_CORE)
+                    runs[(n, c)].append(w)
+                    cpu[(n, c)].append((cpu_seconds(g.proc.pid) - before) / max(w.requests, 1) * 1e6)
         for c in conns:
             base = statistics.median(w.rps for w in runs[(names[0], c)])
             for n in names:
@@ -66,7 +95,9 @@ def main(argv: list[str]) -> None:
                 rps = statistics.median(w.rps for w in ws)
                 p50 = statistics.median(w.p50_ms for w in ws)
                 p99 = statistics.median(w.p99_ms for w in ws)
-                print(f"c={c:<3} {n:<8} {rps:8.0f} req/s ({rps / base:.2f}x)  p50 {p50:.3f}  p99 {p99:.3f} ms")
+                us = statistics.median(cpu[(n, c)])
+                print(f"c={c:<3} {n:<10} {rps:8.0f} req/s ({rps / base:.2f}x)  p50 {p50:.3f}  p99 {p99:.3f} ms  "
+                      f"CPU {us:5.0f} µs/request")  # fmt: skip
     finally:
         T.gateway_config = original
         stop_all()
