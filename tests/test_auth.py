@@ -156,6 +156,26 @@ def test_authenticate_missing_and_malformed(store: KeyStore, key: str | None, ma
     assert info.value.status == 401 and info.value.code == "unauthorized"
 
 
+def test_cached_answers_known_keys_without_awaiting_and_defers_the_rest(store: KeyStore) -> None:
+    cache = KeyCache(store)
+    key, rec = store.create("hot")
+    cache.load()
+    hit = cache.cached(key)
+    assert hit is not None and hit.id == rec.id
+    fresh, fresh_rec = store.create("fresh")  # not in the loaded view: `authenticate` must look it up
+    assert cache.cached(fresh) is None
+    assert asyncio.run(cache.authenticate(fresh)).id == fresh_rec.id
+    assert (cache.cached(fresh) or rec).id == fresh_rec.id  # cached since
+    store.revoke(rec.id)
+    cache.load()
+    assert cache.cached(key) is None  # revoked: not cached, and `authenticate` refuses it
+    with pytest.raises(Unauthorized, match="unknown or revoked"):
+        asyncio.run(cache.authenticate(key))
+    for bad, match in ((None, "Missing"), ("", "Missing"), ("sk-abc", "Malformed")):
+        with pytest.raises(Unauthorized, match=match):
+            cache.cached(bad)
+
+
 def test_api_key_from_headers() -> None:
     k = "wj_live_" + "b" * 40
     assert api_key_from({"authorization": f"Bearer {k}"}) == k

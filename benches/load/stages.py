@@ -87,6 +87,7 @@ def serve(argv: list[str]) -> None:
     handler.parse_body = _timed_sync(stats, "parse body", handler.parse_body)
     handler.validate_chat = _timed_sync(stats, "validate", handler.validate_chat)
     handler._headers = _timed_sync(stats, "auth: headers", handler._headers)
+    KeyCache.cached = _timed_sync(stats, "auth: key look-up", KeyCache.cached)  # type: ignore[method-assign]
     KeyCache.authenticate = _timed_async(stats, "auth: key look-up", KeyCache.authenticate)  # type: ignore[method-assign]
     dlp.Dlp.scan_request = _timed_sync(stats, "DLP: request", dlp.Dlp.scan_request)  # type: ignore[method-assign]
     dlp.Dlp.scan_response = _timed_sync(stats, "DLP: response", dlp.Dlp.scan_response)  # type: ignore[method-assign]

@@ -84,7 +84,8 @@ class ChatHandler:
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
     ) -> None:
         req_headers = _headers(scope)
-        key = await self.gw.keys.authenticate(api_key_from(req_headers))
+        api_key = api_key_from(req_headers)
+        key = self.gw.keys.cached(api_key) or await self.gw.keys.authenticate(api_key)
         ctx.key_id, ctx.key_name = key.id, key.name
 
         raw = await _read_body(receive, req_headers.get("content-length"), self.max_body)
@@ -215,8 +216,12 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None
             return
 
 
+_WANTED = frozenset((b"authorization", b"x-api-key", b"content-length"))
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    """The request headers the route reads (uvicorn gives names in lower case); the others are not decoded."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
 
 
 async def _read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
