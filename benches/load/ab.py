@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
     names = argv or ["on", "off"]
     unknown = [n for n in names if n not in PASSTHROUGH and any(v not in VARIANTS for v in n.split("+"))]
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+        raise SystemExit(f"unknown variants {unknown}; combine with +: {sorted(VARIANTS)}, or {PASSTHROUGH}")
     reps = int(os.environ.get("REPS", "3"))
     seconds = float(os.environ.get("SECONDS", "4"))
     conns = tuple(int(c) for c in os.environ.get("CONNS", "1,32").split(","))
@@ -86,6 +86,8 @@ def main(argv: list[str]) -> None:
                     g = gateways[n]
                     before = cpu_seconds(g.proc.pid)
                     w = run_wrk(tools["wrk"], g.json_url, body, g.headers, c, seconds, T.DRIVER_CORE)
+                    if w.errors:
+                        raise SystemExit(f"{n}: {w.errors} of {w.requests} requests failed at {c} connections")
                     runs[(n, c)].append(w)
                     cpu[(n, c)].append((cpu_seconds(g.proc.pid) - before) / max(w.requests, 1) * 1e6)
         for c in conns:

@@ -129,7 +129,10 @@ def serve(argv: list[str]) -> None:
             "writer_cpu_s": _thread_cpu("workjet-audit-writer") - t0[1],
             "requests": whole[1],
         }
-        Path(os.environ["WORKJET_STAGES_OUT"]).write_text(json.dumps(out))
+        target = Path(os.environ["WORKJET_STAGES_OUT"])
+        part = target.with_suffix(".part")
+        part.write_text(json.dumps(out))
+        os.replace(part, target)  # the driver never reads a half-written file
 
     def reset(*_: Any) -> None:
         for v in stats.values():
@@ -143,12 +146,15 @@ def serve(argv: list[str]) -> None:
 
 def main(names: list[str]) -> None:
     from benches.load import targets as T
-    from benches.load.ab import VARIANTS
+    from benches.load.ab import VARIANTS, config_for
     from benches.load.payloads import JSON_MODEL, chat_body
     from benches.load.procs import Proc, free_port, pin, require_tools, stop_all
     from benches.load.wrk import run_wrk
 
     names = names or ["on", "off"]
+    unknown = [n for n in names if any(v not in VARIANTS for v in n.split("+"))]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; combine these with '+': {sorted(VARIANTS)}")
     conns = int(os.environ.get("CONNS", "32"))
     seconds = float(os.environ.get("SECONDS", "8"))
     tools = require_tools(["wrk", "nginx", "taskset"])
@@ -165,7 +171,7 @@ def main(names: list[str]) -> None:
             data.mkdir()
             port = free_port()
             cfg = data / "workjet.yaml"
-            cfg.write_text(VARIANTS[n](T.gateway_config(upstream, data, port, n != "off")))
+            cfg.write_text(config_for(n)(upstream, data, port, n != "off"))
             key = subprocess.run(
                 [workjet, "keys", "create", "--name", "bench", "--config", str(cfg)],
                 capture_output=True, text=True, timeout=60, cwd=data, check=True,
@@ -188,6 +194,8 @@ def main(names: list[str]) -> None:
             run_wrk(tools["wrk"], url, body, headers, conns, 2, T.DRIVER_CORE)  # warm-up
             os.kill(proc.pid, signal.SIGUSR2)
             w = run_wrk(tools["wrk"], url, body, headers, conns, seconds, T.DRIVER_CORE)
+            if w.errors:
+                raise SystemExit(f"{n}: {w.errors} of {w.requests} requests failed; see {data / 'gateway.log'}")
             os.kill(proc.pid, signal.SIGUSR1)
             for _ in range(50):
                 if out.exists():

@@ -230,4 +230,5 @@ def _release_free_heap() -> None:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return
+    trim.argtypes = [ctypes.c_size_t]
     trim(0)
