@@ -46,10 +46,9 @@ def cpu_seconds(pid: int) -> float:
 
 def config_for(name: str) -> Callable[..., str]:
     """The workjet-on configuration with each `+`-joined variant applied in turn."""
-    original = T.gateway_config
 
     def config(*a: object, **k: object) -> str:
-        return functools.reduce(lambda text, v: VARIANTS[v](text), name.split("+"), original(*a, **k))  # type: ignore[arg-type]
+        return functools.reduce(lambda text, v: VARIANTS[v](text), name.split("+"), T.gateway_config(*a, **k))  # type: ignore[arg-type]
 
     return config
 
@@ -66,7 +65,6 @@ def main(argv: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="workjet-ab-"))
     body = tmp / "body.json"
     body.write_bytes(chat_body(JSON_MODEL, False))
-    original = T.gateway_config
     try:
         direct = T.start_direct(tools["nginx"], tmp)
         upstream = direct.json_url.rsplit("/json/", 1)[0]
@@ -75,9 +73,7 @@ def main(argv: list[str]) -> None:
             if n in PASSTHROUGH:
                 gateways[n] = T.start_passthrough(n.removeprefix("pt-"), upstream, tmp)
                 continue
-            T.gateway_config = config_for(n)
-            gateways[n] = T.start_gateway(f"ab-{n}", upstream, tmp, n != "off")
-            T.gateway_config = original
+            gateways[n] = T.start_gateway(f"ab-{n}", upstream, tmp, n != "off", config=config_for(n))
         runs: dict[tuple[str, int], list[WrkResult]] = {(n, c): [] for n in names for c in conns}
         cpu: dict[tuple[str, int], list[float]] = {(n, c): [] for n in names for c in conns}
         for r in range(reps):
@@ -101,7 +97,6 @@ def main(argv: list[str]) -> None:
                 print(f"c={c:<3} {n:<10} {rps:8.0f} req/s ({rps / base:.2f}x)  p50 {p50:.3f}  p99 {p99:.3f} ms  "
                       f"CPU {us:5.0f} µs/request")  # fmt: skip
     finally:
-        T.gateway_config = original
         stop_all()
 
 

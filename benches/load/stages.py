@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -124,7 +123,7 @@ def serve(argv: list[str]) -> None:
     def dump(*_: Any) -> None:
         now = os.times()
         out = {
-            "stages": {k: v for k, v in stats.items()},
+            "stages": dict(stats),
             "process_cpu_s": (now.user + now.system) - (t0[0].user + t0[0].system),
             "writer_cpu_s": _thread_cpu("workjet-audit-writer") - t0[1],
             "requests": whole[1],
@@ -148,7 +147,7 @@ def main(names: list[str]) -> None:
     from benches.load import targets as T
     from benches.load.ab import VARIANTS, config_for
     from benches.load.payloads import JSON_MODEL, chat_body
-    from benches.load.procs import Proc, free_port, pin, require_tools, stop_all
+    from benches.load.procs import require_tools, stop_all
     from benches.load.wrk import run_wrk
 
     names = names or ["on", "off"]
@@ -161,41 +160,27 @@ def main(names: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="workjet-stages-"))
     body = tmp / "body.json"
     body.write_bytes(chat_body(JSON_MODEL, False))
-    workjet = str(Path(sys.executable).parent / "workjet")
     results: dict[str, dict[str, Any]] = {}
     try:
         direct = T.start_direct(tools["nginx"], tmp)
         upstream = direct.json_url.rsplit("/json/", 1)[0]
         for n in names:
-            data = tmp / n
-            data.mkdir()
-            port = free_port()
-            cfg = data / "workjet.yaml"
-            cfg.write_text(config_for(n)(upstream, data, port, n != "off"))
-            key = subprocess.run(
-                [workjet, "keys", "create", "--name", "bench", "--config", str(cfg)],
-                capture_output=True, text=True, timeout=60, cwd=data, check=True,
-            ).stdout.strip()  # fmt: skip
-            out = data / "stages.json"
-            proc = Proc(
+            out = tmp / f"stages-{n}.json"
+            g = T.start_gateway(
                 f"stages-{n}",
-                pin(
-                    T.GATEWAY_CORE,
-                    [sys.executable, "-m", "benches.load.stages", "--serve", "--config", str(cfg), "--port", str(port)],
-                ),  # fmt: skip
-                data / "gateway.log",
-                cwd=data,
+                upstream,
+                tmp,
+                n != "off",
+                config=config_for(n),
+                serve=[sys.executable, "-m", "benches.load.stages", "--serve"],
                 env={"WORKJET_STAGES_OUT": str(out), "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
             )
-            base = f"http://127.0.0.1:{port}"
-            proc.wait_http(base + "/healthz", 30)
-            url = base + "/v1/chat/completions"
-            headers = {"authorization": f"Bearer {key}"}
+            proc, url, headers = g.proc, g.json_url, g.headers
             run_wrk(tools["wrk"], url, body, headers, conns, 2, T.DRIVER_CORE)  # warm-up
             os.kill(proc.pid, signal.SIGUSR2)
             w = run_wrk(tools["wrk"], url, body, headers, conns, seconds, T.DRIVER_CORE)
             if w.errors:
-                raise SystemExit(f"{n}: {w.errors} of {w.requests} requests failed; see {data / 'gateway.log'}")
+                raise SystemExit(f"{n}: {w.errors} of {w.requests} requests failed; see {proc.log}")
             os.kill(proc.pid, signal.SIGUSR1)
             for _ in range(50):
                 if out.exists():

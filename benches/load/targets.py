@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,13 +121,25 @@ def gateway_config(upstream: str, data: Path, port: int, features: bool, http_cl
     return textwrap.dedent(text)
 
 
-def start_gateway(name: str, upstream: str, tmp: Path, features: bool, http_client: str = "native") -> Target:
+def start_gateway(
+    name: str,
+    upstream: str,
+    tmp: Path,
+    features: bool,
+    http_client: str = "native",
+    *,
+    config: Callable[..., str] | None = None,
+    serve: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Target:
+    """`config`: instead of `gateway_config` (same arguments); `serve`: the command that takes `--config` and
+    `--port` instead of `workjet serve`; `env`: added to the server's environment."""
     workjet = str(Path(sys.executable).parent / "workjet")
     data = tmp / name
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cfg = data / "workjet.yaml"
-    text = gateway_config(upstream, data, port, features, http_client)
+    text = (config or gateway_config)(upstream, data, port, features, http_client)
     cfg.write_text(text)
     check = subprocess.run([workjet, "config", "check", str(cfg)], capture_output=True, text=True, timeout=60)
     note = ""
@@ -145,8 +158,9 @@ def start_gateway(name: str, upstream: str, tmp: Path, features: bool, http_clie
         raise BenchError(f"workjet keys create failed:\n{key.stdout}\n{key.stderr}")
     proc = Proc(
         name,
-        pin(GATEWAY_CORE, [workjet, "serve", "--config", str(cfg), "--port", str(port)]),
+        pin(GATEWAY_CORE, [*(serve or [workjet, "serve"]), "--config", str(cfg), "--port", str(port)]),
         data / "gateway.log",
+        env=env,
         cwd=data,
     )
     base = f"http://127.0.0.1:{port}"

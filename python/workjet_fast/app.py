@@ -32,7 +32,8 @@ CHAT_PATH = "/v1/chat/completions"
 
 def create_app(settings: Settings, *, freeze_gc: bool = False) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """Build the gateway's ASGI app from validated settings. `freeze_gc`: once started, move every object that
-    exists to the collector's permanent generation (`gc.freeze()`): what `workjet serve` does, see Gateway."""
+    exists to the collector's permanent generation (`gc.freeze()`) and return the C heap's free pages to the OS:
+    what `workjet serve` does, see Gateway."""
     gateway = Gateway(settings, freeze_gc=freeze_gc)
     chat = ChatHandler(gateway)
 

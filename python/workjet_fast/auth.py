@@ -222,21 +222,21 @@ class KeyCache:
         self._miss_budget -= 1.0
         return True
 
+    @staticmethod
+    def _checked(key: str | None) -> str:
+        if not key:
+            raise Unauthorized("Missing API key: send `Authorization: Bearer wj_live_...` or `x-api-key`.")
+        if not well_formed(key):
+            raise Unauthorized("Malformed API key: keys look like wj_live_ followed by 40 letters and digits.")
+        return key
+
     def cached(self, key: str | None) -> KeyRecord | None:
         """The record of a known key without awaiting anything (the hot path); None when the key is not in the
         cache (then `authenticate` looks it up). A missing or malformed key raises `Unauthorized` here."""
-        if not key:
-            raise Unauthorized("Missing API key: send `Authorization: Bearer wj_live_...` or `x-api-key`.")
-        if not well_formed(key):
-            raise Unauthorized("Malformed API key: keys look like wj_live_ followed by 40 letters and digits.")
-        return self._by_hash.get(hash_key(key))
+        return self._by_hash.get(hash_key(self._checked(key)))
 
     async def authenticate(self, key: str | None) -> KeyRecord:
-        if not key:
-            raise Unauthorized("Missing API key: send `Authorization: Bearer wj_live_...` or `x-api-key`.")
-        if not well_formed(key):
-            raise Unauthorized("Malformed API key: keys look like wj_live_ followed by 40 letters and digits.")
-        h = hash_key(key)
+        h = hash_key(self._checked(key))
         rec = self._by_hash.get(h)
         if rec is None and self._take_miss_budget():
             try:

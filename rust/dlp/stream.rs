@@ -226,6 +226,14 @@ impl StreamScanner {
         }
     }
 
+    /// Runs `f` with the engine's stream caches lent to this scanner, and gives them back.
+    fn with_caches(&mut self, f: impl FnOnce(&mut Self) -> FilterOutput) -> FilterOutput {
+        self.caches = self.engine.take_stream_caches();
+        let out = f(self);
+        self.engine.put_stream_caches(std::mem::take(&mut self.caches));
+        out
+    }
+
     fn process(&mut self, eof: bool) -> FilterOutput {
         let mut out = FilterOutput::default();
         let buf = std::mem::take(&mut self.buf);
@@ -302,13 +310,10 @@ impl TextFilter for StreamScanner {
             };
         }
         self.buf.push_str(text);
-        self.caches = self.engine.take_stream_caches();
-        let out = match self.quick() {
+        self.with_caches(|s| match s.quick() {
             Some(out) => out,
-            None => self.process(false),
-        };
-        self.engine.put_stream_caches(std::mem::take(&mut self.caches));
-        out
+            None => s.process(false),
+        })
     }
 
     fn finish(&mut self) -> FilterOutput {
@@ -318,9 +323,7 @@ impl TextFilter for StreamScanner {
                 ..FilterOutput::default()
             };
         }
-        self.caches = self.engine.take_stream_caches();
-        let out = self.process(true);
-        self.engine.put_stream_caches(std::mem::take(&mut self.caches));
+        let out = self.with_caches(|s| s.process(true));
         self.buf.clear();
         self.pos = 0;
         self.cur = 0;
