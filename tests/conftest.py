@@ -23,6 +23,25 @@ PG_DSN = os.environ.get("WORKJET_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:
 REDIS_URL = os.environ.get("WORKJET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(autouse=True)
+def _close_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests make OpenAI SDK clients freely; each is closed after its test. Otherwise a pooled socket is left for
+    the garbage collector, whose ResourceWarning (an error under our warning filter) lands in a later test."""
+    import openai
+
+    made: list[openai.OpenAI] = []
+    init = openai.OpenAI.__init__
+
+    def tracked(self: openai.OpenAI, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.append(self)
+
+    monkeypatch.setattr(openai.OpenAI, "__init__", tracked)
+    yield
+    for client in made:
+        client.close()
+
+
 @pytest.fixture
 def fake_upstream() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()
