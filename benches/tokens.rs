@@ -1,8 +1,9 @@
-//! Token counting with bpe-openai, against tiktoken-rs on the same text.
+//! Token counting with the compact encoder (what the gateway loads from its data files), against bpe-openai's
+//! encoder (the fallback) and tiktoken-rs on the same text.
 
 use std::hint::black_box;
 
-use _workjet_fast::tokens::{Encoding, count};
+use _workjet_fast::tokens::{Encoder, Encoding, count, embedded_vocabulary};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn text(bytes: usize) -> String {
@@ -25,10 +26,19 @@ fn text(bytes: usize) -> String {
 
 fn bench(c: &mut Criterion) {
     let reference = tiktoken_rs::o200k_base_singleton();
+    #[allow(clippy::expect_used)]
+    let compact = Encoder::new(
+        Encoding::O200kBase,
+        embedded_vocabulary(Encoding::O200kBase).expect("vocabulary"),
+    )
+    .expect("encoder");
     let mut g = c.benchmark_group("tokens/o200k");
     for size in [1024, 16 * 1024, 1024 * 1024] {
         let t = text(size);
         g.throughput(Throughput::Bytes(t.len() as u64));
+        g.bench_with_input(BenchmarkId::new("compact", size), &t, |b, t| {
+            b.iter(|| black_box(compact.count(t)))
+        });
         g.bench_with_input(BenchmarkId::new("bpe-openai", size), &t, |b, t| {
             b.iter(|| black_box(count(Encoding::O200kBase, t)))
         });
@@ -40,6 +50,9 @@ fn bench(c: &mut Criterion) {
     }
     let adversarial = "x".repeat(64 * 1024);
     g.throughput(Throughput::Bytes(adversarial.len() as u64));
+    g.bench_function("compact/64KiB one char", |b| {
+        b.iter(|| black_box(compact.count(&adversarial)))
+    });
     g.bench_function("bpe-openai/64KiB one char", |b| {
         b.iter(|| black_box(count(Encoding::O200kBase, &adversarial)))
     });

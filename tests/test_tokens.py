@@ -114,10 +114,10 @@ def test_count_chat_tokens_cookbook_example(tiktoken_offline: Any) -> None:
 
 
 def test_encoders_come_from_the_shipped_data_files() -> None:
-    """`make` writes the encoders' data beside the package; the tiktoken parity tests above then exercise the
+    """`make` writes the token vocabularies beside the package; the tiktoken parity tests above then exercise the
     encoders loaded from those files (the embedded copy is only the fallback)."""
     data = Path(workjet_fast.__file__).with_name("data")
-    assert (data / "o200k_base.bpe").is_file(), "run make dev: it writes the token data"
+    assert (data / "o200k_base.tokens").is_file(), "run make dev: it writes the token data"
     for encoding in ("o200k_base", "cl100k_base"):
         count_tokens("warm", encoding)
         assert token_data_source(encoding) == "file"

@@ -38,7 +38,7 @@ def test_wheel_installs_and_serves(tmp_path: Path, fake_upstream: FakeOpenAI) ->
     assert len(wheels) == 1, wheels  # one abi3 wheel serves every CPython >= 3.10
     with zipfile.ZipFile(wheels[0]) as whl:
         names = set(whl.namelist())
-    assert {"workjet_fast/data/o200k_base.bpe", "workjet_fast/data/cl100k_base.bpe"} <= names
+    assert {"workjet_fast/data/o200k_base.tokens", "workjet_fast/data/cl100k_base.tokens"} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]

@@ -3,9 +3,10 @@
 Starts the nginx fake upstream and one gateway per variant (the `workjet-on` configuration of targets.py with
 one change each; `a+b` combines variants), then drives them with wrk, interleaved and in alternating order, and
 prints per variant the median req/s, p50, p99 and the server's CPU time per request (user + system, all its
-threads, from /proc). `pt-aiohttp` and `pt-native` are the Starlette pass-through with either client, for a
-baseline in the same run. `REPS` (default 3) runs of `SECONDS` (default 4) at each of `CONNS` (default 1,32).
-Used for "What each feature costs under load" in benches/RESULTS.md.
+threads, from /proc), then each server's resident memory after the runs. `pt-aiohttp` and `pt-native` are the
+Starlette pass-through with either client, for a baseline in the same run. `REPS` (default 3) runs of `SECONDS`
+(default 4) at each of `CONNS` (default 1,32). Used for "What each feature costs under load" in
+benches/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from benches.load import targets as T
 from benches.load.payloads import JSON_MODEL, chat_body
-from benches.load.procs import require_tools, stop_all
+from benches.load.procs import require_tools, rss_bytes, stop_all
 from benches.load.wrk import WrkResult, run_wrk
 
 VARIANTS: dict[str, Callable[[str], str]] = {
@@ -96,6 +97,8 @@ def main(argv: list[str]) -> None:
                 us = statistics.median(cpu[(n, c)])
                 print(f"c={c:<3} {n:<10} {rps:8.0f} req/s ({rps / base:.2f}x)  p50 {p50:.3f}  p99 {p99:.3f} ms  "
                       f"CPU {us:5.0f} µs/request")  # fmt: skip
+        for n in names:
+            print(f"RSS after the runs  {n:<10} {rss_bytes(gateways[n].proc.pid) / 2**20:6.1f} MB")
     finally:
         stop_all()
 

@@ -64,8 +64,8 @@ fn count_chat_tokens(py: Python<'_>, messages: Vec<MessageArg>, model: &str) -> 
     }
 }
 
-/// Load token encoders from `<dir>/<encoding>.bpe` (written by `tools/dump_token_data.rs`) instead of the copy
-/// embedded in this extension; false when a directory was already set.
+/// Load token vocabularies from `<dir>/<encoding>.tokens` (written by `tools/dump_token_data.rs`) instead of the
+/// copy embedded in this extension; false when a directory was already set.
 #[pyfunction]
 fn set_token_data_dir(dir: std::path::PathBuf) -> bool {
     tokens::set_data_dir(&dir)

@@ -1,26 +1,28 @@
 //! Exact, offline token counting compatible with tiktoken's `o200k_base` and `cl100k_base`.
 //!
-//! The engine is `bpe-openai` (github/rust-gems): the vocabularies are compiled into the binary, so counting never
-//! touches the network, and its backtracking encoder stays linear on adversarial input (long runs without
-//! whitespace), where tiktoken grows quadratically. Counts are equal to tiktoken's `encode_ordinary`: special-token
-//! text such as `<|endoftext|>` inside user content is counted as ordinary text, never as a special token.
+//! Counts are equal to tiktoken's `encode_ordinary`: special-token text such as `<|endoftext|>` inside user content
+//! is counted as ordinary text, never as a special token. An [`Encoder`] is tiktoken's pre-tokenization
+//! ([`split`]) and a compact vocabulary with tiktoken's merge order ([`bpe`]): ~4 MB resident for o200k_base.
 //!
-//! The encoders are built once per process on first use; each costs tens of MB and tens of milliseconds, so only
-//! the encodings in use are built: the gateway warms up the ones its configured models map to at start-up
-//! (`count_tokens("", encoding)` from Python). When [`set_data_dir`] names a directory holding
-//! `<encoding>.bpe` (written by `tools/dump_token_data.rs`), the encoder is deserialized from that file;
-//! otherwise from the copy bpe-openai embeds in the binary, whose 32 MB (o200k_base) then stay resident as
-//! pages of the extension. Either way the data and the pre-tokenization patterns are bpe-openai's own.
+//! The vocabularies are OpenAI's, as bpe-openai (github/rust-gems) embeds them. `tools/dump_token_data.rs` writes
+//! them to `<encoding>.tokens` files (the Makefile does, before every build), and [`set_data_dir`] names the
+//! directory to load them from. Without a file, counting falls back to bpe-openai's own encoder built from the
+//! copy embedded in the binary: the same counts, but ~65 MB stay resident for o200k_base. Either way an encoder is
+//! built once per process on first use, so only the encodings in use cost memory: the gateway warms up the ones
+//! its configured models map to at start-up (`count_tokens("", encoding)` from Python).
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
+pub mod bpe;
+mod cache;
+pub mod split;
+
 use std::fmt;
-use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use bpe_openai::Tokenizer;
-use bpe_openai::byte_pair_encoding::BytePairEncoding;
+pub use cache::{CACHE_MIN_BYTES, CountCache};
+
+use bpe::Vocabulary;
+use split::Splitter;
 
 /// A supported encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,21 +47,24 @@ impl Encoding {
         }
     }
 
-    fn tokenizer(self) -> &'static Tokenizer {
-        let (cell, embedded): (&OnceLock<Loaded>, fn() -> &'static Tokenizer) = match self {
-            Self::O200kBase => (&O200K, bpe_openai::o200k_base),
-            Self::Cl100kBase => (&CL100K, bpe_openai::cl100k_base),
+    fn loaded(self) -> &'static Loaded {
+        let cell = match self {
+            Self::O200kBase => &O200K,
+            Self::Cl100kBase => &CL100K,
         };
-        let loaded = cell.get_or_init(|| match DATA_DIR.get() {
+        cell.get_or_init(|| match DATA_DIR.get() {
             Some(dir) => match load_file(self, dir) {
-                Ok(tokenizer) => Loaded::File(Box::new(tokenizer)),
+                Ok(encoder) => Loaded::File(Box::new(encoder)),
                 Err(e) => Loaded::Embedded(e),
             },
             None => Loaded::Embedded("no data directory set".to_owned()),
-        });
-        match loaded {
-            Loaded::File(tokenizer) => tokenizer,
-            Loaded::Embedded(_) => embedded(),
+        })
+    }
+
+    fn embedded(self) -> &'static bpe_openai::Tokenizer {
+        match self {
+            Self::O200kBase => bpe_openai::o200k_base(),
+            Self::Cl100kBase => bpe_openai::cl100k_base(),
         }
     }
 
@@ -75,10 +80,22 @@ impl Encoding {
             Loaded::Embedded(why) => format!("embedded: {why}"),
         })
     }
+
+    /// tiktoken's pre-tokenization for this encoding, as bpe-openai 0.3 (`src/lib.rs`) writes it for an automaton:
+    /// `\s+(?!\S)` becomes the look-ahead pattern `\s+\s`.
+    fn splitter(self) -> Result<Splitter, String> {
+        let o200k = O200K_PAT1.join("|");
+        let pat1 = match self {
+            Self::O200kBase => o200k.as_str(),
+            Self::Cl100kBase => CL100K_PAT1,
+        };
+        Splitter::new(&[(pat1, false), ("\\s+\\s", true), ("\\s+", false)])
+            .map_err(|e| format!("pre-tokenization pattern: {e}"))
+    }
 }
 
 enum Loaded {
-    File(Box<Tokenizer>),
+    File(Box<Encoder>),
     Embedded(String),
 }
 
@@ -86,14 +103,12 @@ static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
 static O200K: OnceLock<Loaded> = OnceLock::new();
 static CL100K: OnceLock<Loaded> = OnceLock::new();
 
-/// Load encoders from `<dir>/<encoding>.bpe` from now on; false when a directory was already set (the first
+/// Load encoders from `<dir>/<encoding>.tokens` from now on; false when a directory was already set (the first
 /// one stays: an encoder may already be built from it).
 pub fn set_data_dir(dir: &Path) -> bool {
     DATA_DIR.set(dir.to_path_buf()).is_ok()
 }
 
-// bpe-openai's pre-tokenization patterns (src/lib.rs of bpe-openai 0.3), which it applies to its embedded data;
-// the negative look-ahead `\s+(?!\S)` is rewritten as a one-character pseudo look-ahead, as there.
 const CL100K_PAT1: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+$";
 const O200K_PAT1: [&str; 6] = [
     "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
@@ -104,19 +119,46 @@ const O200K_PAT1: [&str; 6] = [
     "\\s+$",
 ];
 
-fn load_file(encoding: Encoding, dir: &Path) -> Result<Tokenizer, String> {
-    let path = dir.join(format!("{}.bpe", encoding.name()));
-    // Read into a buffer that is freed once the encoder is built: only the encoder stays resident.
+/// One encoding's counter: pre-tokenization, then byte-pair merges piece by piece.
+pub struct Encoder {
+    splitter: Splitter,
+    vocabulary: Vocabulary,
+}
+
+impl Encoder {
+    /// The encoder of `encoding` over `vocabulary`.
+    pub fn new(encoding: Encoding, vocabulary: Vocabulary) -> Result<Self, String> {
+        Ok(Self {
+            splitter: encoding.splitter()?,
+            vocabulary,
+        })
+    }
+
+    /// Number of tokens of `text`, with ordinary semantics.
+    pub fn count(&self, text: &str) -> usize {
+        self.splitter
+            .split(text)
+            .map(|piece| self.vocabulary.count(piece.as_bytes()))
+            .sum()
+    }
+
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
+    }
+}
+
+/// The vocabulary of `encoding` as bpe-openai embeds it, ranked as tiktoken ranks it (what the dump tool writes).
+pub fn embedded_vocabulary(encoding: Encoding) -> Result<Vocabulary, bpe::VocabularyError> {
+    let bpe = &encoding.embedded().bpe;
+    Vocabulary::new((0..bpe.num_tokens() as u32).map(|id| bpe.token_bytes(id)))
+}
+
+fn load_file(encoding: Encoding, dir: &Path) -> Result<Encoder, String> {
+    let path = dir.join(format!("{}.tokens", encoding.name()));
+    // Read into a buffer that is freed once the vocabulary is built from it.
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bpe: BytePairEncoding = rmp_serde::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    drop(bytes);
-    let o200k = O200K_PAT1.join("|");
-    let pat1 = match encoding {
-        Encoding::O200kBase => o200k.as_str(),
-        Encoding::Cl100kBase => CL100K_PAT1,
-    };
-    Tokenizer::new_lookahead(bpe, &[(pat1, false), ("\\s+\\s", true), ("\\s+", false)], false)
-        .map_err(|e| format!("pre-tokenization pattern: {e}"))
+    let vocabulary = Vocabulary::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Encoder::new(encoding, vocabulary)
 }
 
 impl fmt::Display for Encoding {
@@ -147,7 +189,10 @@ impl std::error::Error for TokenError {}
 
 /// Number of tokens of `text`, with ordinary semantics (no special tokens).
 pub fn count(encoding: Encoding, text: &str) -> usize {
-    encoding.tokenizer().count(text)
+    match encoding.loaded() {
+        Loaded::File(encoder) => encoder.count(text),
+        Loaded::Embedded(_) => encoding.embedded().count(text),
+    }
 }
 
 /// The encoding that `model` uses.
@@ -243,121 +288,12 @@ pub fn count_chat(model: &str, messages: &[ChatMessage<'_>]) -> usize {
     usize::try_from(total).unwrap_or(0)
 }
 
-/// Texts shorter than this are counted directly: hashing and locking would cost about as much.
-pub const CACHE_MIN_BYTES: usize = 64;
-/// Entries per generation; at most twice this many are kept (about 40 bytes each).
-const CACHE_GENERATION: usize = 4096;
-
-/// Token counts of recently seen texts, keyed by two independent SipHash-1-3 digests with per-process random
-/// keys (the DoS-resistant PRF std's `HashMap` uses) plus the text's length and encoding. A wrong hit needs a
-/// 128-bit collision of a secret-keyed PRF between two texts of the same length: not something a client can
-/// arrange. Eviction is by generation: when the current map is full it becomes the previous one and the older
-/// one is dropped; a hit in the previous generation moves the entry forward. Bounded memory, O(1) per lookup.
-pub struct CountCache {
-    keys: (RandomState, RandomState),
-    maps: Mutex<Generations>,
-}
-
-#[derive(Default)]
-struct Generations {
-    current: HashMap<CacheKey, u32>,
-    previous: HashMap<CacheKey, u32>,
-    hits: u64,
-    misses: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct CacheKey {
-    digest: (u64, u64),
-    len: usize,
-    encoding: Encoding,
-}
-
-impl Default for CountCache {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl CountCache {
-    pub fn new() -> Self {
-        Self {
-            keys: (RandomState::new(), RandomState::new()),
-            maps: Mutex::new(Generations::default()),
-        }
-    }
-
-    /// The one cache of the process.
-    pub fn global() -> &'static Self {
-        static CACHE: OnceLock<CountCache> = OnceLock::new();
-        CACHE.get_or_init(Self::new)
-    }
-
-    /// `count(encoding, text)`, from the cache when this text was counted recently.
-    pub fn count(&self, encoding: Encoding, text: &str) -> usize {
-        if text.len() < CACHE_MIN_BYTES {
-            return count(encoding, text);
-        }
-        let key = CacheKey {
-            digest: (self.keys.0.hash_one(text), self.keys.1.hash_one(text)),
-            len: text.len(),
-            encoding,
-        };
-        if let Some(n) = self.lookup(&key) {
-            return n as usize;
-        }
-        let n = count(encoding, text); // outside the lock: other threads keep counting meanwhile
-        let mut g = self.lock();
-        g.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
-        n
-    }
-
-    /// (hits, misses) since the process started.
-    pub fn stats(&self) -> (u64, u64) {
-        let g = self.lock();
-        (g.hits, g.misses)
-    }
-
-    fn lookup(&self, key: &CacheKey) -> Option<u32> {
-        let mut g = self.lock();
-        if let Some(&n) = g.current.get(key) {
-            g.hits += 1;
-            return Some(n);
-        }
-        if let Some(n) = g.previous.remove(key) {
-            g.hits += 1;
-            g.insert(*key, n);
-            return Some(n);
-        }
-        g.misses += 1;
-        None
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        // A panic while holding the lock leaves the maps consistent (plain inserts): keep using them.
-        self.maps.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Generations {
-    fn insert(&mut self, key: CacheKey, n: u32) {
-        if self.current.len() >= CACHE_GENERATION {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(key, n);
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
-    }
-}
-
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
-    fn varied_corpus() -> Vec<String> {
+    pub(crate) fn varied_corpus() -> Vec<String> {
         let mut v: Vec<String> = [
             "",
             "Hello, world!",
@@ -517,44 +453,6 @@ mod tests {
     }
 
     #[test]
-    fn cache_gives_the_same_counts_and_hits_on_repeats() {
-        let cache = CountCache::new();
-        let texts: Vec<String> = varied_corpus()
-            .into_iter()
-            .filter(|t| t.len() >= CACHE_MIN_BYTES)
-            .collect();
-        assert!(texts.len() >= 2);
-        for _ in 0..3 {
-            for t in &texts {
-                for enc in [Encoding::O200kBase, Encoding::Cl100kBase] {
-                    assert_eq!(cache.count(enc, t), count(enc, t));
-                }
-            }
-        }
-        let (hits, misses) = cache.stats();
-        assert_eq!(misses, 2 * texts.len() as u64);
-        assert_eq!(hits, 4 * texts.len() as u64);
-        // Short texts never enter the cache.
-        assert_eq!(cache.count(Encoding::O200kBase, "Hello, world!"), 4);
-        assert_eq!(cache.stats(), (hits, misses));
-    }
-
-    #[test]
-    fn cache_is_bounded_and_keeps_what_is_still_used() {
-        let cache = CountCache::new();
-        let base = "word ".repeat(60);
-        let hot = format!("{base} the system prompt every request sends");
-        for i in 0..(3 * CACHE_GENERATION) {
-            let t = format!("{base} {i}");
-            assert_eq!(cache.count(Encoding::O200kBase, &t), count(Encoding::O200kBase, &t));
-            cache.count(Encoding::O200kBase, &hot);
-        }
-        assert!(cache.lock().len() <= 2 * CACHE_GENERATION);
-        let (_, misses) = cache.stats();
-        assert_eq!(misses, 3 * CACHE_GENERATION as u64 + 1); // the hot text was counted once
-    }
-
-    #[test]
     fn chat_counts_are_the_same_with_the_cache() {
         let corpus = varied_corpus();
         let messages: Vec<ChatMessage<'_>> = corpus
@@ -574,30 +472,112 @@ mod tests {
         }
     }
 
+    /// The compact encoders, built from the embedded vocabularies as the dump tool writes them.
+    fn compact(encoding: Encoding) -> &'static Encoder {
+        static O: OnceLock<Encoder> = OnceLock::new();
+        static C: OnceLock<Encoder> = OnceLock::new();
+        let cell = if encoding == Encoding::O200kBase { &O } else { &C };
+        cell.get_or_init(|| {
+            Encoder::new(encoding, embedded_vocabulary(encoding).expect("vocabulary")).expect("encoder")
+        })
+    }
+
+    fn reference(encoding: Encoding) -> &'static tiktoken_rs::CoreBPE {
+        match encoding {
+            Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
+            Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+        }
+    }
+
+    #[test]
+    fn compact_encoders_count_like_tiktoken() {
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let encoder = compact(encoding);
+            for text in varied_corpus() {
+                assert_eq!(
+                    encoder.count(&text),
+                    reference(encoding).encode_ordinary(&text).len(),
+                    "{encoding}: {text:?}"
+                );
+            }
+            let long = "x".repeat(100 * 1024);
+            assert_eq!(
+                encoder.count(&long),
+                reference(encoding).encode_ordinary(&long).len(),
+                "{encoding}: long run"
+            );
+        }
+    }
+
+    #[test]
+    fn compact_encoders_count_like_tiktoken_on_random_token_soup() {
+        // Texts glued from random tokens of the vocabulary itself (as bpe-openai's own equivalence test does),
+        // whose pieces often are no token, so they exercise both merges; cut at random places, even mid-character.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let encoder = compact(encoding);
+            let vocabulary = encoder.vocabulary();
+            for round in 0..300 {
+                let mut bytes = Vec::new();
+                let tokens = 1 + next() % if round % 10 == 0 { 400 } else { 40 };
+                for _ in 0..tokens {
+                    bytes.extend_from_slice(vocabulary.token((next() % vocabulary.len() as u64) as u32));
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let (n, want) = (encoder.count(&text), reference(encoding).encode_ordinary(&text).len());
+                assert_eq!(n, want, "{encoding}: {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn compact_encoders_are_linear_on_megabyte_runs() {
+        // A quadratic merge would take minutes here; the heap merge takes milliseconds.
+        let encoder = compact(Encoding::O200kBase);
+        for ch in ["a", " ", "é", "7", "\u{1F600}", "ab"] {
+            let text = ch.repeat((1 << 20) / ch.len());
+            let n = encoder.count(&text);
+            assert_eq!(n, count(Encoding::O200kBase, &text), "{ch:?}");
+        }
+    }
+
+    #[test]
+    fn compact_vocabularies_are_small() {
+        let vocabulary = compact(Encoding::O200kBase).vocabulary();
+        assert_eq!(vocabulary.len(), 199_998);
+        assert!(vocabulary.heap_bytes() < 5 << 20, "{} bytes", vocabulary.heap_bytes());
+    }
+
     #[test]
     #[allow(clippy::unwrap_used)]
     fn encoders_loaded_from_dumped_files_count_like_the_embedded_ones() {
         let dir = std::env::temp_dir().join(format!("workjet-token-data-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let corpus = varied_corpus();
-        for (encoding, embedded) in [
-            (Encoding::O200kBase, bpe_openai::o200k_base()),
-            (Encoding::Cl100kBase, bpe_openai::cl100k_base()),
-        ] {
-            let path = dir.join(format!("{}.bpe", encoding.name()));
-            std::fs::write(&path, rmp_serde::to_vec(&embedded.bpe).unwrap()).unwrap();
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let path = dir.join(format!("{}.tokens", encoding.name()));
+            std::fs::write(&path, embedded_vocabulary(encoding).unwrap().to_bytes()).unwrap();
             let loaded = load_file(encoding, &dir).unwrap();
             for text in &corpus {
                 assert_eq!(
-                    loaded.count(text.as_str()),
-                    embedded.count(text.as_str()),
+                    loaded.count(text),
+                    encoding.embedded().count(text.as_str()),
                     "{encoding}: {text:?}"
                 );
             }
         }
-        std::fs::write(dir.join("o200k_base.bpe"), b"not messagepack").unwrap();
+        std::fs::write(dir.join("o200k_base.tokens"), b"not a vocabulary").unwrap();
         let err = load_file(Encoding::O200kBase, &dir).err().unwrap();
-        assert!(err.contains("o200k_base.bpe"), "{err}");
+        assert!(
+            err.contains("o200k_base.tokens") && err.contains("wrong header"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
