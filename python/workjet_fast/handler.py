@@ -108,7 +108,7 @@ class ChatHandler:
         spec = limiter.spec_for(key.limits, route.public_id, route.is_tier)
         prompt_tokens = 0
         if spec.tpm is not None:  # counted before the call only when a token budget needs it
-            prompt_tokens = count_chat_tokens(_chat_texts(body["messages"]), model)
+            prompt_tokens = await _count_prompt(body["messages"], model)
             ctx.prompt_tokens, ctx.prompt_tokens_source = prompt_tokens, "gateway"
         max_out = body.get("max_tokens") or body.get("max_completion_tokens")
         try:
@@ -126,7 +126,7 @@ class ChatHandler:
         finally:
             if ctx.prompt_tokens is None and ctx.attempts:
                 # No budget needed it and the provider reported no usage: count now, after the response.
-                ctx.prompt_tokens = count_chat_tokens(_chat_texts(body["messages"]), model)
+                ctx.prompt_tokens = await _count_prompt(body["messages"], model)
                 ctx.prompt_tokens_source = "gateway"
             await limiter.settle(admission, ctx.prompt_tokens or 0, ctx.completion_tokens or 0)
 
@@ -263,6 +263,19 @@ def _apply_cap(body: dict[str, Any], route: Route) -> None:
             body[name] = cap
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = cap
+
+
+# Prompts with this many characters of text or more are counted in a worker thread (the count releases the
+# GIL): a multi-megabyte prompt, worst of all one long word, takes from tens of milliseconds to about a second
+# to count, and on the event loop it would stall every other request meanwhile.
+COUNT_IN_THREAD_CHARS = 64 * 1024
+
+
+async def _count_prompt(messages: list[Any], model: str) -> int:
+    texts = _chat_texts(messages)
+    if sum(len(text) for _, text, _ in texts) >= COUNT_IN_THREAD_CHARS:
+        return await asyncio.to_thread(count_chat_tokens, texts, model)
+    return count_chat_tokens(texts, model)
 
 
 def _chat_texts(messages: list[Any]) -> list[tuple[str, str, str | None]]:
