@@ -139,6 +139,16 @@ def test_transaction_rolls_back(db: Database) -> None:
     assert db.query("SELECT count(*) FROM api_keys")[0][0] == 0
 
 
+def test_sqlite_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    # 512 KiB, not SQLite's 2 MiB default: part of each worker's resident memory (benches/RESULTS.md).
+    d = open_database(f"sqlite:///{tmp_path}/cache.db")
+    try:
+        assert d.query("PRAGMA cache_size") == [(-512,)]
+        assert d.query("PRAGMA journal_mode") == [("wal",)]
+    finally:
+        d.close()
+
+
 def test_bad_sql_is_storage_error_and_handle_recovers(db: Database) -> None:
     db.migrate()
     with pytest.raises(StorageError):

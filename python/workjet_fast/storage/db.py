@@ -46,6 +46,10 @@ class Database:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
+                # 512 KiB of page cache instead of SQLite's 2 MiB: the audit log only appends, and the keys are
+                # cached in memory; the pages an insert touches beyond it come from the OS's page cache. It
+                # keeps ~1.6 MB off each worker's resident memory, with no cost measurable under load.
+                conn.execute("PRAGMA cache_size=-512")
             else:
                 import psycopg
 
