@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -267,14 +268,17 @@ def _apply_cap(body: dict[str, Any], route: Route) -> None:
 
 # Prompts with this many characters of text or more are counted in a worker thread (the count releases the
 # GIL): a multi-megabyte prompt, worst of all one long word, takes from tens of milliseconds to about a second
-# to count, and on the event loop it would stall every other request meanwhile.
+# to count, and on the event loop it would stall every other request meanwhile. One thread for all of them: a
+# burst of such prompts queues there instead of taking every core, and the transient memory of a long word's
+# merge (~25 bytes per byte of it) is held for one prompt at a time.
 COUNT_IN_THREAD_CHARS = 64 * 1024
+_LARGE_COUNTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workjet-count")
 
 
 async def _count_prompt(messages: list[Any], model: str) -> int:
     texts = _chat_texts(messages)
     if sum(len(text) for _, text, _ in texts) >= COUNT_IN_THREAD_CHARS:
-        return await asyncio.to_thread(count_chat_tokens, texts, model)
+        return await asyncio.get_running_loop().run_in_executor(_LARGE_COUNTS, count_chat_tokens, texts, model)
     return count_chat_tokens(texts, model)
 
 
