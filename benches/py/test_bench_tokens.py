@@ -24,3 +24,20 @@ def test_count_tokens(benchmark: BenchmarkFixture, tiktoken_offline: Any, impl: 
         assert benchmark(count_tokens, text, "o200k_base") == want
     else:
         assert benchmark(lambda: len(enc.encode_ordinary(text))) == want
+
+
+# One word with no break: a single piece to merge, the worst case per byte for every counter (tiktoken's merge is
+# quadratic in it; ours is O(n log n)).
+RUNS = {size: "x" * size for size in (64 * 1024, 256 * 1024)}
+
+
+@pytest.mark.parametrize("size", list(RUNS), ids=["64KiB", "256KiB"])
+@pytest.mark.parametrize("impl", ["native", "tiktoken"])
+def test_count_tokens_one_long_word(benchmark: BenchmarkFixture, tiktoken_offline: Any, impl: str, size: int) -> None:
+    text = RUNS[size]
+    enc = tiktoken_offline.get_encoding("o200k_base")
+    want = len(enc.encode_ordinary(text))
+    if impl == "native":
+        assert benchmark(count_tokens, text, "o200k_base") == want
+    else:
+        assert benchmark(lambda: len(enc.encode_ordinary(text))) == want

@@ -268,13 +268,14 @@ impl Vocabulary {
         let mut pair = vec![NONE; n];
         // Entries are (rank, start) packed into one u64, so the order is by rank, then leftmost.
         let entry = |rank: u32, s: usize| Reverse((u64::from(rank) << 32) | s as u64);
-        let mut heap = BinaryHeap::with_capacity(n);
+        let mut initial = Vec::with_capacity(n);
         for s in 0..n - 1 {
             pair[s] = self.rank_or_none(&piece[s..s + 2]);
             if pair[s] != NONE {
-                heap.push(entry(pair[s], s));
+                initial.push(entry(pair[s], s));
             }
         }
+        let mut heap = BinaryHeap::from(initial); // built in O(n)
         let mut parts = n;
         while let Some(Reverse(packed)) = heap.pop() {
             let (rank, s) = ((packed >> 32) as u32, (packed & 0xffff_ffff) as usize);
