@@ -51,7 +51,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 
 # The token vocabularies, loaded at run time from beside the extension (see tools/dump_token_data.rs).
 TOKEN_DATA := python/workjet_fast/data/o200k_base.tokens
-$(TOKEN_DATA): Cargo.lock tools/dump_token_data.rs rust/tokens/bpe.rs
+$(TOKEN_DATA): Cargo.lock tools/dump_token_data.rs rust/tokens/bpe.rs rust/tokens/mod.rs
 	cargo run -q --profile ci --example dump_token_data -- python/workjet_fast/data
 
 # The extension, optimized but cheap to link (CI profile), installed into .venv.

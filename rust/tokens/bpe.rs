@@ -2,7 +2,8 @@
 //!
 //! The vocabulary is one byte buffer, token `r` (its rank) at `bytes[starts[r]..starts[r + 1]]`, and an
 //! open-addressing table of ranks keyed by the token's bytes: ~4 MB for o200k_base, where bpe-openai's encoder,
-//! with its three Aho-Corasick automata, kept ~34 MB resident in every worker.
+//! with its three Aho-Corasick automata, kept ~34 MB resident in every worker (loaded from a file; ~65 MB when
+//! built from the copy embedded in the extension).
 //!
 //! A piece that is itself a token counts 1 after one lookup, which is most pieces of real text. Any other piece is
 //! merged as tiktoken merges it (`_byte_pair_merge` in tiktoken's `src/lib.rs`): the adjacent pair whose
@@ -13,6 +14,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
+
+use sha2::{Digest, Sha256};
 
 /// Rank of a span that is no token; also the table's empty slot.
 const NONE: u32 = u32::MAX;
@@ -61,7 +64,9 @@ pub struct Vocabulary {
 }
 
 /// The serialized form's first bytes; the version is part of it.
-const MAGIC: &[u8; 8] = b"WJTOK\x00\x00\x01";
+const MAGIC: &[u8; 8] = b"WJTOK\x00\x00\x02";
+/// The serialized form ends with the SHA-256 of everything before it.
+const DIGEST_LEN: usize = 32;
 
 impl Vocabulary {
     /// A vocabulary of `tokens`, ranked in the order given.
@@ -121,29 +126,38 @@ impl Vocabulary {
         Ok(v)
     }
 
-    /// The serialized form: `MAGIC`, the token count and each token's length as little-endian u32, then the
-    /// tokens' bytes in rank order.
+    /// The serialized form: `MAGIC`, the token count and each token's length as little-endian u32, the tokens'
+    /// bytes in rank order, then the SHA-256 of all that (a damaged file fails to load rather than count wrong).
     pub fn to_bytes(&self) -> Vec<u8> {
         let n = self.len();
-        let mut out = Vec::with_capacity(MAGIC.len() + 4 * (n + 1) + self.bytes.len());
+        let mut out = Vec::with_capacity(MAGIC.len() + 4 * (n + 1) + self.bytes.len() + DIGEST_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(n as u32).to_le_bytes());
         for pair in self.starts.windows(2) {
             out.extend_from_slice(&(pair[1] - pair[0]).to_le_bytes());
         }
         out.extend_from_slice(&self.bytes);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
         out
     }
 
-    /// Reads what [`to_bytes`](Self::to_bytes) wrote, checking every length.
+    /// Reads what [`to_bytes`](Self::to_bytes) wrote, checking the digest and every length.
     pub fn from_bytes(data: &[u8]) -> Result<Self, VocabularyError> {
-        let rest = data
+        let (body, digest) = data
+            .split_at_checked(data.len().saturating_sub(DIGEST_LEN))
+            .ok_or(VocabularyError::Format("cut short"))?;
+        if digest.len() != DIGEST_LEN || Sha256::digest(body).as_slice() != digest {
+            return Err(VocabularyError::Format("checksum mismatch: damaged or cut short"));
+        }
+        let rest = body
             .strip_prefix(MAGIC.as_slice())
             .ok_or(VocabularyError::Format("wrong header"))?;
         let (n, rest) = read_u32(rest).ok_or(VocabularyError::Format("no token count"))?;
         let n = n as usize;
+        let lengths_len = n.checked_mul(4).ok_or(VocabularyError::TooLarge)?;
         let lengths = rest
-            .get(..4 * n)
+            .get(..lengths_len)
             .ok_or(VocabularyError::Format("token lengths cut short"))?;
         let mut starts = Vec::with_capacity(n + 1);
         let mut end = 0u32;
@@ -153,7 +167,7 @@ impl Vocabulary {
             end = end.checked_add(len).ok_or(VocabularyError::TooLarge)?;
             starts.push(end);
         }
-        let bytes = &rest[4 * n..];
+        let bytes = &rest[lengths_len..];
         if bytes.len() != end as usize {
             return Err(VocabularyError::Format("token bytes do not match their lengths"));
         }
@@ -205,13 +219,21 @@ impl Vocabulary {
     }
 
     /// Number of tokens tiktoken encodes `piece` into (one pre-tokenized piece, not a whole text).
+    ///
+    /// A piece of 4 GiB or more (only the Python API could pass one) is counted in 4 GiB parts, as the long merge
+    /// keeps positions in 32 bits: an upper bound, off by at most one token per part.
     pub fn count(&self, piece: &[u8]) -> usize {
+        self.count_in_parts(piece, u32::MAX as usize)
+    }
+
+    fn count_in_parts(&self, piece: &[u8], part: usize) -> usize {
         match piece.len() {
             0 => 0,
             1 => 1, // every byte is a token: checked when the vocabulary was built
             _ if self.rank(piece).is_some() => 1,
             n if n < LONG => self.merge_short(piece),
-            _ => self.merge_long(piece),
+            n if n <= part => self.merge_long(piece),
+            _ => piece.chunks(part).map(|p| self.count_in_parts(p, part)).sum(),
         }
     }
 
@@ -479,8 +501,44 @@ mod tests {
             Vocabulary::from_bytes(&longer),
             Err(VocabularyError::Format(_))
         ));
-        let mut huge = good;
+        // Lengths that do not add up, under a valid checksum.
+        let reseal = |mut body: Vec<u8>| {
+            body.truncate(body.len() - DIGEST_LEN);
+            let digest = Sha256::digest(&body);
+            body.extend_from_slice(&digest);
+            body
+        };
+        let mut huge = good.clone();
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes()); // first token's length
-        assert!(Vocabulary::from_bytes(&huge).is_err());
+        assert!(matches!(
+            Vocabulary::from_bytes(&reseal(huge)),
+            Err(VocabularyError::Format(_) | VocabularyError::TooLarge)
+        ));
+        let mut many = good.clone();
+        many[8..12].copy_from_slice(&u32::MAX.to_le_bytes()); // token count
+        assert_eq!(
+            Vocabulary::from_bytes(&reseal(many)).err(),
+            Some(VocabularyError::Format("token lengths cut short"))
+        );
+        // One token's byte changed (to one no other token has, so the vocabulary itself would still be valid).
+        let mut flipped = good;
+        let at = flipped.len() - DIGEST_LEN - 1;
+        flipped[at] ^= 0x80;
+        assert_eq!(
+            Vocabulary::from_bytes(&flipped).err(),
+            Some(VocabularyError::Format("checksum mismatch: damaged or cut short"))
+        );
+    }
+
+    #[test]
+    fn pieces_longer_than_a_part_are_counted_part_by_part() {
+        let v = toy();
+        let piece = b"abcd".repeat(100); // 400 bytes: "abcd" is a token, so 100 tokens exactly
+        assert_eq!(v.count(&piece), 100);
+        assert_eq!(v.count_in_parts(&piece, 200), 100); // parts on token boundaries: exact
+        assert_eq!(
+            v.count_in_parts(&piece, 198),
+            v.count(&piece[..198]) + v.count(&piece[198..396]) + 1
+        );
     }
 }

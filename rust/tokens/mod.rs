@@ -2,7 +2,8 @@
 //!
 //! Counts are equal to tiktoken's `encode_ordinary`: special-token text such as `<|endoftext|>` inside user content
 //! is counted as ordinary text, never as a special token. An [`Encoder`] is tiktoken's pre-tokenization
-//! ([`split`]) and a compact vocabulary with tiktoken's merge order ([`bpe`]): ~4 MB resident for o200k_base.
+//! ([`split`]) and a compact vocabulary with tiktoken's merge order ([`bpe`]): ~6 MB resident for o200k_base
+//! (the vocabulary ~4 MB, the pre-tokenizer's automaton and caches the rest).
 //!
 //! The vocabularies are OpenAI's, as bpe-openai (github/rust-gems) embeds them. `tools/dump_token_data.rs` writes
 //! them to `<encoding>.tokens` files (the Makefile does, before every build), and [`set_data_dir`] names the
@@ -59,6 +60,14 @@ impl Encoding {
             },
             None => Loaded::Embedded("no data directory set".to_owned()),
         })
+    }
+
+    /// Number of tokens in this encoding's vocabulary, special tokens aside.
+    pub fn tokens(self) -> usize {
+        match self {
+            Self::O200kBase => 199_998,
+            Self::Cl100kBase => 100_256,
+        }
     }
 
     fn embedded(self) -> &'static bpe_openai::Tokenizer {
@@ -158,6 +167,14 @@ fn load_file(encoding: Encoding, dir: &Path) -> Result<Encoder, String> {
     // Read into a buffer that is freed once the vocabulary is built from it.
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let vocabulary = Vocabulary::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if vocabulary.len() != encoding.tokens() {
+        return Err(format!(
+            "{}: {} tokens, where {encoding} has {}",
+            path.display(),
+            vocabulary.len(),
+            encoding.tokens()
+        ));
+    }
     Encoder::new(encoding, vocabulary)
 }
 
@@ -537,8 +554,8 @@ mod tests {
     }
 
     #[test]
-    fn compact_encoders_are_linear_on_megabyte_runs() {
-        // A quadratic merge would take minutes here; the heap merge takes milliseconds.
+    fn compact_encoders_count_megabyte_runs() {
+        // A quadratic merge would take minutes here; the heap merge (O(n log n)) takes a fraction of a second.
         let encoder = compact(Encoding::O200kBase);
         for ch in ["a", " ", "é", "7", "\u{1F600}", "ab"] {
             let text = ch.repeat((1 << 20) / ch.len());
@@ -549,8 +566,10 @@ mod tests {
 
     #[test]
     fn compact_vocabularies_are_small() {
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            assert_eq!(compact(encoding).vocabulary().len(), encoding.tokens(), "{encoding}");
+        }
         let vocabulary = compact(Encoding::O200kBase).vocabulary();
-        assert_eq!(vocabulary.len(), 199_998);
         assert!(vocabulary.heap_bytes() < 5 << 20, "{} bytes", vocabulary.heap_bytes());
     }
 
@@ -575,9 +594,13 @@ mod tests {
         std::fs::write(dir.join("o200k_base.tokens"), b"not a vocabulary").unwrap();
         let err = load_file(Encoding::O200kBase, &dir).err().unwrap();
         assert!(
-            err.contains("o200k_base.tokens") && err.contains("wrong header"),
+            err.contains("o200k_base.tokens") && err.contains("checksum mismatch"),
             "{err}"
         );
+        // A sound file of the other encoding.
+        std::fs::copy(dir.join("cl100k_base.tokens"), dir.join("o200k_base.tokens")).unwrap();
+        let err = load_file(Encoding::O200kBase, &dir).err().unwrap();
+        assert!(err.contains("100256 tokens, where o200k_base has 199998"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
