@@ -1,4 +1,4 @@
-"""The start-up heap trim (`gateway._release_free_heap`): freed C-heap pages go back to the OS."""
+"""The heap trim (`heap.release_free_heap`): freed C-heap pages go back to the OS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workjet_fast import gateway
+from workjet_fast import heap
 
 
 def _rss_mb() -> float:
@@ -37,7 +37,7 @@ def test_freed_heap_pages_are_returned() -> None:
         libc.free(p)
     try:
         before = _rss_mb()
-        gateway._release_free_heap()
+        heap.release_free_heap()
         after = _rss_mb()
         assert before - after > 10, (before, after)
     finally:
@@ -48,5 +48,5 @@ def test_nothing_happens_without_malloc_trim(monkeypatch: pytest.MonkeyPatch) ->
     class NoTrim:
         pass
 
-    monkeypatch.setattr(gateway.ctypes, "CDLL", lambda _name: NoTrim())
-    gateway._release_free_heap()  # no AttributeError escapes: musl and macOS have no malloc_trim
+    monkeypatch.setattr("workjet_fast.heap.ctypes.CDLL", lambda _name: NoTrim())
+    heap.release_free_heap()  # no AttributeError escapes: musl and macOS have no malloc_trim

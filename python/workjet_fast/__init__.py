@@ -29,7 +29,7 @@ from workjet_fast.app import create_app
 from workjet_fast.config import ConfigError, Settings, load_settings, parse_settings
 
 # The token vocabularies ship beside the extension (`make` writes them with tools/dump_token_data.rs): loaded
-# from there into the compact encoder, o200k_base keeps ~4 MB resident per process instead of the ~65 MB of
+# from there into the compact encoder, o200k_base keeps ~6 MB resident per process instead of the ~65 MB of
 # bpe-openai's encoder built from the copy embedded in the extension, the fallback when the files are missing
 # (an sdist install).
 _DATA = Path(__file__).with_name("data")

@@ -4,7 +4,6 @@ DLP, audit and metrics; and their start-up and shutdown."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import hmac
 import logging
@@ -19,12 +18,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from workjet_fast import metrics
-from workjet_fast._workjet_fast import count_tokens, encoding_for_model
+from workjet_fast._workjet_fast import count_tokens, encoding_for_model, token_data_source
 from workjet_fast.audit import AuditLog, access_log_line, admin as audit_admin
 from workjet_fast.auth import KeyCache, KeyRecord, KeyStore
 from workjet_fast.config import Settings
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import error_body
+from workjet_fast.heap import release_free_heap
 from workjet_fast.pipeline.dlp import Dlp
 from workjet_fast.pipeline.limits import make_limiter
 from workjet_fast.pipeline.route import Router
@@ -80,7 +80,7 @@ class Gateway:
             # created since. (Its effect on the load benchmark's p99 was within noise: benches/RESULTS.md.)
             gc.collect()
             gc.freeze()
-            _release_free_heap()
+            release_free_heap()
         try:
             yield
         finally:
@@ -109,8 +109,9 @@ class Gateway:
 
     def _warm_up_token_counter(self) -> None:
         """When a token budget is configured, build the encodings the configured models use now rather than
-        on a first request. Only those: each costs tens of MB (o200k_base ~70 MB). Without a configured
-        tpm budget they are built on first use (a key's own tpm, or a provider that reports no usage)."""
+        on a first request. Only those: each costs a few MB (o200k_base ~6 MB; ~65 MB on the fallback without
+        the data files, which is logged). Without a configured tpm budget they are built on first use (a key's
+        own tpm, or a provider that reports no usage)."""
         lim = self.settings.limits
         specs = [lim.default, *lim.per_tier.values(), *lim.per_model.values()]
         if not any(spec.tpm for spec in specs):
@@ -118,6 +119,9 @@ class Gateway:
         names = set(self.settings.models) | {d.model for m in self.settings.models.values() for d in m.deployments}
         for encoding in sorted({encoding_for_model(n) for n in names} or {"o200k_base"}):
             count_tokens("warm up", encoding)
+            source = token_data_source(encoding) or ""
+            if source != "file":
+                log.warning("token counter %s: %s (~65 MB resident instead of ~6)", encoding, source)
 
     async def readiness(self) -> list[str]:
         problems: list[str] = []
@@ -218,17 +222,3 @@ class Gateway:
             Route("/admin/keys/{key_id}/limits", key_limits, methods=["GET", "PUT"]),
             *audit_admin.routes(self.audit, token),
         ]
-
-
-def _release_free_heap() -> None:
-    """Hand the C heap's free pages back to the OS once start-up is done (glibc's `malloc_trim`).
-
-    Building the token encoder (in a thread, so in another malloc arena) and the DLP database frees ~10 MB of
-    temporaries that glibc otherwise keeps mapped for later allocations. Elsewhere (musl, macOS) there is no
-    `malloc_trim` and nothing is done."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)

@@ -20,6 +20,7 @@ from workjet_fast._workjet_fast import count_chat_tokens, count_tokens
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import Forbidden, GatewayError, PayloadTooLarge
 from workjet_fast.gateway import Gateway
+from workjet_fast.heap import release_free_heap
 from workjet_fast.pipeline.route import Route
 from workjet_fast.pipeline.validate import parse_body, validate_chat
 from workjet_fast.providers import UpstreamFailure
@@ -125,11 +126,13 @@ class ChatHandler:
             else:
                 await self._complete(route, body, send, ctx, headers)
         finally:
-            if ctx.prompt_tokens is None and ctx.attempts:
-                # No budget needed it and the provider reported no usage: count now, after the response.
-                ctx.prompt_tokens = await _count_prompt(body["messages"], model)
-                ctx.prompt_tokens_source = "gateway"
-            await limiter.settle(admission, ctx.prompt_tokens or 0, ctx.completion_tokens or 0)
+            try:
+                if ctx.prompt_tokens is None and ctx.attempts:
+                    # No budget needed it and the provider reported no usage: count now, after the response.
+                    ctx.prompt_tokens = await _count_prompt(body["messages"], model)
+                    ctx.prompt_tokens_source = "gateway"
+            finally:  # the count may wait on a thread; whatever becomes of it, the admission is settled
+                await limiter.settle(admission, ctx.prompt_tokens or 0, ctx.completion_tokens or 0)
 
     async def _complete(
         self, route: Route, body: dict[str, Any], send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
@@ -269,18 +272,30 @@ def _apply_cap(body: dict[str, Any], route: Route) -> None:
 # Prompts with this many characters of text or more are counted in a worker thread (the count releases the
 # GIL): ordinary text counts at ~25 MB/s, one long word (the worst case) at ~5 MB/s, so on the event loop a
 # multi-megabyte prompt would stall every other request for up to a second. Below this, the worst case stays
-# around 10 ms on the loop, and the hop to the thread (~0.1 ms) would cost more than most counts. One thread
-# for all of them: a burst of such prompts queues there instead of taking every core, and the transient memory
-# of a long word's merge (~25 bytes per byte of it) is held for one prompt at a time.
+# around 10 ms on the loop, and the hop to a thread (~0.1 ms) would cost more than most counts.
 COUNT_IN_THREAD_CHARS = 16 * 1024
-_LARGE_COUNTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workjet-count")
+# From here on, prompts are counted one at a time in their own thread, and the C heap is trimmed after each: a
+# burst of them queues there instead of taking every thread of the default executor, and the merge scratch of a
+# long word (~20 bytes per byte of it, ~100 MB for a 4 MB one) is held for one prompt at a time and handed back.
+COUNT_ALONE_CHARS = 1024 * 1024
+_HUGE_COUNTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workjet-count")
 
 
 async def _count_prompt(messages: list[Any], model: str) -> int:
     texts = _chat_texts(messages)
-    if sum(len(text) for _, text, _ in texts) >= COUNT_IN_THREAD_CHARS:
-        return await asyncio.get_running_loop().run_in_executor(_LARGE_COUNTS, count_chat_tokens, texts, model)
-    return count_chat_tokens(texts, model)
+    chars = sum(len(text) for _, text, _ in texts)
+    if chars < COUNT_IN_THREAD_CHARS:
+        return count_chat_tokens(texts, model)
+    if chars < COUNT_ALONE_CHARS:
+        return await asyncio.to_thread(count_chat_tokens, texts, model)
+    return await asyncio.get_running_loop().run_in_executor(_HUGE_COUNTS, _count_and_trim, texts, model)
+
+
+def _count_and_trim(texts: list[tuple[str, str, str | None]], model: str) -> int:
+    try:
+        return count_chat_tokens(texts, model)
+    finally:
+        release_free_heap()
 
 
 def _chat_texts(messages: list[Any]) -> list[tuple[str, str, str | None]]:
