@@ -24,13 +24,21 @@ POOL = 3
 
 
 def open_connections(port: int) -> int:
-    """ESTABLISHED TCP connections whose local end is `port` (the upstream's side of each connection)."""
-    count = 0
+    """TCP connections to `port` that are ESTABLISHED at both ends (loopback lists both sides).
+
+    The gateway's side is what the pool controls: it leaves ESTABLISHED in the close() call itself, while the
+    upstream's side only does when the kernel has processed the FIN, which on a loaded machine can lag behind
+    the pool opening the next connection."""
+    ends: dict[tuple[int, int], str] = {}  # (local port, remote port) -> state
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
-            count += 1
-    return count
+        local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+        ends[(local, remote)] = fields[3]
+    return sum(
+        1
+        for (local, remote), state in ends.items()
+        if local == port and state == "01" and ends.get((remote, local)) == "01"
+    )
 
 
 def _gateway(gateway_factory: GatewayFactory, fake: FakeOpenAI, tmp_path: Path) -> tuple[GatewayProc, str]:
