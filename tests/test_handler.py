@@ -25,20 +25,19 @@ def test_prompts_are_counted_where_their_size_says(monkeypatch: pytest.MonkeyPat
     small: list[Any] = [{"role": "user", "content": "hello"}]
     # One long word: the slowest text to count per byte.
     large: list[Any] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "x" * 70_000}]
+    larger: list[Any] = [{"role": "user", "content": "y" * handler.TRIM_AFTER_CHARS}]
     huge: list[Any] = [{"role": "user", "content": "word " * (handler.COUNT_ALONE_CHARS // 5 + 1)}]
-    assert handler.COUNT_IN_THREAD_CHARS <= len("be brief") + 70_000 < handler.COUNT_ALONE_CHARS
+    assert handler.COUNT_IN_THREAD_CHARS <= len("be brief") + 70_000 < handler.TRIM_AFTER_CHARS
+    prompts = (small, large, larger, huge)
 
     async def count_all() -> tuple[threading.Thread, list[int]]:
         loop_thread = threading.current_thread()
-        return loop_thread, [await handler._count_prompt(m, "gpt-4o") for m in (small, large, huge)]
+        return loop_thread, [await handler._count_prompt(m, "gpt-4o") for m in prompts]
 
     loop_thread, counts = asyncio.run(count_all())
     assert threads[0] is loop_thread
-    assert threads[1] is not loop_thread and not threads[1].name.startswith("workjet-count")
-    assert threads[2].name.startswith("workjet-count")
-    assert trims == [threads[2]]  # the heap is trimmed after the huge count only, in its thread
-    assert counts == [
-        real([("user", "hello", None)], "gpt-4o"),
-        real([("system", "be brief", None), ("user", "x" * 70_000, None)], "gpt-4o"),
-        real([("user", huge[0]["content"], None)], "gpt-4o"),
-    ]
+    for t in threads[1:3]:
+        assert t is not loop_thread and not t.name.startswith("workjet-count")  # the default executor
+    assert threads[3].name.startswith("workjet-count")
+    assert trims == threads[2:]  # the heap is trimmed after the two largest counts, in their threads
+    assert counts == [real([(m["role"], m["content"], None) for m in p], "gpt-4o") for p in prompts]
