@@ -441,13 +441,7 @@ mod tests {
     #[test]
     fn short_and_long_merges_agree_with_tiktoken_on_random_pieces() {
         let v = toy();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::tokens::tests::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..3000 {
             let len = (next() % 300) as usize;
             let piece: Vec<u8> = (0..len).map(|_| b"abcdx"[(next() % 5) as usize]).collect();

@@ -48,12 +48,15 @@ impl Encoding {
         }
     }
 
-    fn loaded(self) -> &'static Loaded {
-        let cell = match self {
+    fn cell(self) -> &'static OnceLock<Loaded> {
+        match self {
             Self::O200kBase => &O200K,
             Self::Cl100kBase => &CL100K,
-        };
-        cell.get_or_init(|| match DATA_DIR.get() {
+        }
+    }
+
+    fn loaded(self) -> &'static Loaded {
+        self.cell().get_or_init(|| match DATA_DIR.get() {
             Some(dir) => match load_file(self, dir) {
                 Ok(encoder) => Loaded::File(Box::new(encoder)),
                 Err(e) => Loaded::Embedded(e),
@@ -80,11 +83,7 @@ impl Encoding {
     /// Where this encoding's data came from: `"file"`, or `"embedded: <why the file was not used>"`; `None`
     /// before it was first used.
     pub fn source(self) -> Option<String> {
-        let cell = match self {
-            Self::O200kBase => &O200K,
-            Self::Cl100kBase => &CL100K,
-        };
-        cell.get().map(|loaded| match loaded {
+        self.cell().get().map(|loaded| match loaded {
             Loaded::File(_) => "file".to_owned(),
             Loaded::Embedded(why) => format!("embedded: {why}"),
         })
@@ -310,6 +309,17 @@ pub fn count_chat(model: &str, messages: &[ChatMessage<'_>]) -> usize {
 mod tests {
     use super::*;
 
+    /// A seeded xorshift64 generator: the same random test inputs on every run.
+    pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     pub(crate) fn varied_corpus() -> Vec<String> {
         let mut v: Vec<String> = [
             "",
@@ -530,13 +540,7 @@ mod tests {
     fn compact_encoders_count_like_tiktoken_on_random_token_soup() {
         // Texts glued from random tokens of the vocabulary itself (as bpe-openai's own equivalence test does),
         // whose pieces often are no token, so they exercise both merges; cut at random places, even mid-character.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
             let encoder = compact(encoding);
             let vocabulary = encoder.vocabulary();
