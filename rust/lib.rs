@@ -6,6 +6,7 @@
 
 pub mod dlp;
 pub mod filter;
+pub mod head;
 pub mod relay;
 pub mod sse;
 pub mod tokens;

@@ -67,7 +67,7 @@ class ChunkRelay:
 
 # --- tokens (rust/py/tokens.rs) ---
 
-from collections.abc import Sequence  # noqa: E402 (kept inside this section)
+from collections.abc import Iterable, Sequence  # noqa: E402 (kept inside this section)
 
 def count_tokens(text: str, encoding: str = "o200k_base") -> int:
     """Tokens of ``text`` in ``"o200k_base"`` or ``"cl100k_base"``, exactly as tiktoken's ``encode_ordinary``.
@@ -208,3 +208,15 @@ class DlpEngine:
         max_event_bytes: int = 4194304,
     ) -> ChunkRelay:
         """A ``ChunkRelay`` whose every choice's text goes through a streaming scanner of this engine."""
+
+# --- response heads (rust/py/head.rs) ---
+
+def response_head(
+    status_line: bytes,
+    defaults: Iterable[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]],
+    keep_alive: bool,
+) -> tuple[bytes, int] | None:
+    """``(head, content_length)`` as uvicorn would write it (``content_length`` -1: a chunked body), or None when
+    some header needs uvicorn's own code: invalid, ``connection``, ``transfer-encoding``, an unusual
+    ``content-length``, or not a pair of bytes."""

@@ -73,7 +73,9 @@ def run(settings: Settings, config_path: str) -> None:
     try:
         import httptools  # noqa: F401
 
-        kwargs["http"] = "httptools"
+        from workjet_fast.http_protocol import HttpProtocol
+
+        kwargs["http"] = HttpProtocol  # uvicorn's httptools protocol with a faster response head
     except ImportError:  # pragma: no cover
         pass
     print(

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod dlp;
 mod errors;
+mod head;
 mod sse;
 mod tokens;
 
@@ -14,6 +15,7 @@ mod tokens;
 fn _workjet_fast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    head::register(m)?;
     sse::register(m)?;
     tokens::register(m)?;
     dlp::register(m)?;

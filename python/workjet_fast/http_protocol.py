@@ -1,0 +1,105 @@
+"""uvicorn's httptools protocol with a faster response head: `workjet serve` runs uvicorn with `HttpProtocol`.
+
+uvicorn walks a response's headers in Python (two regular expressions, a lower-casing and three comparisons per
+header); the gateway's answers carry a dozen headers. `FastCycle.send` builds the head in one Rust call
+(`response_head`, the same bytes by uvicorn's rules) and, when the headers declare a Content-Length, holds it
+until the body so that head and body leave in one write: one system call and one packet instead of two. Streamed
+(chunked) responses send their head at once, so a client sees a slow stream's headers before its first event.
+
+Only the plain case takes this path: headers uvicorn would reject or treat specially (`connection`,
+`transfer-encoding`, an unusual `content-length`), HEAD requests, 1xx/204/304 answers, a paused or closed
+connection, uvicorn's access log, and everything after the first body message go through uvicorn's own `send`
+unchanged. tests/test_http_protocol.py checks the bytes and the connection state against uvicorn's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from workjet_fast._workjet_fast import response_head
+
+__all__ = ["FastCycle", "HttpProtocol"]
+
+_NO_BODY = frozenset((204, 304))
+
+
+class FastCycle(RequestResponseCycle):
+    """A `RequestResponseCycle` whose plain response heads are built in Rust and leave with the body."""
+
+    _held: bytes | None = None  # a head waiting for the first body write
+
+    async def send(self, message: Any) -> None:
+        if self._held is not None:
+            if message["type"] == "http.response.body" and await self._send_body(message):
+                return
+            held, self._held = self._held, None
+            if not self.disconnected:
+                self.transport.write(held)
+        elif (
+            not self.response_started
+            and message["type"] == "http.response.start"
+            and not self.disconnected
+            and not self.flow.write_paused
+            and not self.access_log
+            and self._start(message)
+        ):
+            return
+        await super().send(message)
+
+    def _start(self, message: Any) -> bool:
+        status = message["status"]
+        line = STATUS_LINE.get(status)
+        if line is None or status < 200 or status in _NO_BODY or self.scope["method"] == "HEAD":
+            return False
+        built = response_head(line, self.default_headers, message.get("headers", ()), self.keep_alive)
+        if built is None:
+            return False
+        head, length = built
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        if length < 0:
+            self.chunked_encoding = True
+            self.transport.write(head)
+        else:
+            self.chunked_encoding = False
+            self.expected_content_length = length
+            self._held = head
+        return True
+
+    async def _send_body(self, message: Any) -> bool:
+        """The first body write of a Content-Length response, with the held head; False: uvicorn decides."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            self._held = None
+            return True  # what uvicorn does: the message is dropped
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        left = self.expected_content_length - len(body)
+        if left < 0 or (left and not more_body):
+            return False  # uvicorn raises its own error for a body longer or shorter than declared
+        held, self._held = self._held, None
+        assert held is not None
+        self.expected_content_length = left
+        self.transport.write(held + body if body else held)
+        if not more_body:
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+        return True
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's `HttpToolsProtocol` whose request cycles are `FastCycle`s (pass it as uvicorn's `http`)."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if type(cycle) is RequestResponseCycle:
+            # Same attributes, same construction: only `send` differs. The cycle's task has been created but has
+            # not run yet, so the app sees the new `send` from its first message.
+            cycle.__class__ = FastCycle

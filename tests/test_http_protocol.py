@@ -1,0 +1,213 @@
+"""`FastCycle` against uvicorn's own `RequestResponseCycle`: the same bytes, the same state, the same errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from workjet_fast.http_protocol import FastCycle, HttpProtocol
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def _cycle(cls: type[RequestResponseCycle], method: str, keep_alive: bool) -> tuple[Any, Transport, list[int]]:
+    transport = Transport()
+    done: list[int] = []
+    log = logging.getLogger("test")
+    cycle = cls(
+        scope={"type": "http", "method": method, "path": "/", "http_version": "1.1"},  # type: ignore[typeddict-item]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=log,
+        access_logger=log,
+        access_log=False,
+        default_headers=[(b"date", b"Wed, 25 Nov 2026 22:00:00 GMT")],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: done.append(1),
+    )
+    return cycle, transport, done
+
+
+async def _play(cls: type[RequestResponseCycle], method: str, keep_alive: bool, messages: list[Any]) -> Any:
+    cycle, transport, done = _cycle(cls, method, keep_alive)
+    error = None
+    for m in messages:
+        try:
+            await cycle.send(m)
+        except Exception as e:  # the outcome compared includes uvicorn's errors
+            error = (type(e).__name__, str(e))
+            break
+    state = (cycle.response_started, cycle.response_complete, cycle.keep_alive, cycle.chunked_encoding)
+    return b"".join(transport.writes), transport.closed, len(done), state, error
+
+
+def _same(method: str, keep_alive: bool, messages: list[Any]) -> int:
+    return asyncio.run(_same_async(method, keep_alive, messages))
+
+
+async def _same_async(method: str, keep_alive: bool, messages: list[Any]) -> int:
+    """Play the messages on both cycles; returns how many writes FastCycle made."""
+    ours = await _play(FastCycle, method, keep_alive, messages)
+    theirs = await _play(RequestResponseCycle, method, keep_alive, messages)
+    assert ours == theirs, messages
+    cycle, transport, _ = _cycle(FastCycle, method, keep_alive)
+    for m in messages:
+        try:
+            await cycle.send(m)
+        except Exception:  # compared above
+            break
+    return len(transport.writes)
+
+
+def _start(headers: list[Any], status: int = 200) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def _body(body: bytes, more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": body, "more_body": more}
+
+
+JSON = [(b"x-request-id", b"abc"), (b"content-type", b"application/json"), (b"content-length", b"2")]
+
+
+def test_a_json_answer_leaves_in_one_write_with_uvicorns_bytes() -> None:
+    assert _same("POST", True, [_start(JSON), _body(b"{}")]) == 1
+
+
+def test_a_stream_sends_its_head_at_once_then_uvicorn_frames_the_chunks() -> None:
+    msgs = [_start([(b"content-type", b"text/event-stream")]), _body(b"data: 1\n\n", True), _body(b"", False)]
+    assert _same("POST", True, msgs) == 3
+
+    async def head_only() -> list[bytes]:
+        cycle, transport, _ = _cycle(FastCycle, "POST", True)
+        await cycle.send(msgs[0])
+        return transport.writes
+
+    writes = asyncio.run(head_only())
+    assert len(writes) == 1 and writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_closing_connection_is_closed_after_the_answer(keep_alive: bool) -> None:
+    _same("POST", keep_alive, [_start(JSON), _body(b"{}")])
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [_start(JSON), _body(b"{", True), _body(b"}")],  # the body in two parts
+        [_start(JSON), _body(b"{}!")],  # longer than declared
+        [_start(JSON), _body(b"{")],  # shorter than declared
+        [_start(JSON), _start(JSON)],  # a second start
+        [_start(JSON), _body(b"{}"), _body(b"")],  # a body after the end
+        [_body(b"{}")],  # a body before the start
+        [_start(JSON, 204), _body(b"")],
+        [_start(JSON, 304), _body(b"")],
+        [_start([(b"content-length", b"0")], 101), _body(b"")],
+        [_start(JSON, 599), _body(b"{}")],
+        [_start([*JSON, (b"Connection", b"close")]), _body(b"{}")],
+        [_start([(b"transfer-encoding", b"chunked")]), _body(b"ab")],
+        [_start([(b"content-length", b" 2")]), _body(b"{}")],
+        [_start([(b"content-length", b"2"), (b"content-length", b"3")]), _body(b"{}")],
+        [_start([(b"bad name", b"x")]), _body(b"")],
+        [_start([(b"x", b"a\r\nb")]), _body(b"")],
+        [_start([[b"content-length", b"2"]]), _body(b"{}")],  # a list, not a tuple: uvicorn's path
+        [_start([("content-length", "2")]), _body(b"{}")],  # str, not bytes
+    ],
+)
+def test_every_unusual_case_behaves_as_uvicorn(messages: list[Any]) -> None:
+    _same("POST", True, messages)
+
+
+def test_head_requests_go_through_uvicorn() -> None:
+    _same("HEAD", True, [_start(JSON), _body(b"")])
+
+
+def test_a_disconnected_client_gets_nothing_more() -> None:
+    async def play(cls: type[RequestResponseCycle]) -> tuple[bool, int]:
+        cycle, transport, _ = _cycle(cls, "POST", True)
+        await cycle.send(_start(JSON))
+        cycle.disconnected = True
+        await cycle.send(_body(b"{}"))
+        return cycle.response_complete, len(transport.writes)
+
+    assert asyncio.run(play(RequestResponseCycle)) == (False, 1)  # uvicorn had written the head
+    assert asyncio.run(play(FastCycle)) == (False, 0)  # the held head is dropped with the body
+
+
+def test_random_headers_match_uvicorn() -> None:
+    rng = random.Random(7)
+    alphabet = [b"a", b"B", b"-", b"0", b" ", b"\t", b":", b"\x00", b"\x7f", b"\xe9", b"(", b"\r"]
+    names = [b"x-a", b"X-Ratelimit-Limit-Requests", b"content-length", b"Content-Length", b"connection", b"te"]
+    for _ in range(400):
+        headers = []
+        for _ in range(rng.randrange(0, 6)):
+            name = rng.choice(names) if rng.random() < 0.6 else b"".join(rng.choices(alphabet, k=rng.randrange(1, 5)))
+            value = b"".join(rng.choices(alphabet, k=rng.randrange(0, 6)))
+            if name.lower() == b"content-length" and rng.random() < 0.7:
+                value = str(rng.randrange(0, 4)).encode()
+            headers.append((name, value))
+        body = b"x" * rng.randrange(0, 4)
+        messages = [_start(headers, rng.choice([200, 201, 404, 500])), _body(body, rng.random() < 0.2), _body(b"")]
+        _same(rng.choice(["GET", "POST"]), rng.random() < 0.8, messages)
+
+
+def test_a_server_with_it_answers_on_a_kept_alive_connection() -> None:
+    asyncio.run(_serve_and_ask(_free_port()))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serve_and_ask(port: int) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send(_start([(b"content-type", b"application/json"), (b"content-length", b"11")]))
+        await send(_body(b'{"ok":true}'))
+
+    config = uvicorn.Config(app, port=port, http=HttpProtocol, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):  # keep-alive: the same connection answers again
+                r = await client.get(f"http://127.0.0.1:{port}/")
+                assert r.status_code == 200 and r.json() == {"ok": True}
+                assert r.headers["content-length"] == "11" and "date" in r.headers
+    finally:
+        server.should_exit = True
+        await task
