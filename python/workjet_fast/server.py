@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -29,7 +30,21 @@ def app_factory() -> Callable[..., Awaitable[None]]:
     # The audit writer is a thread: when it holds the GIL, the event loop waits up to the switch interval
     # (5 ms by default) before it can run again. 0.5 ms bounds that stall without measurable overhead.
     sys.setswitchinterval(0.0005)
+    tune_gc()
     return create_app(settings, freeze_gc=True)
+
+
+# Young-generation collections every 5,000 net allocations instead of 700, older ones every 20 instead of 10.
+# A request allocates a few hundred container objects and frees almost all of them by reference counting, so
+# most collections found nothing to free and only walked the requests in flight: +4% requests per second with
+# every feature on (benches/RESULTS.md), no change in resident memory. The cyclic garbage this lets wait is
+# bounded by the threshold (a few MB at most).
+GC_THRESHOLDS = (5000, 20, 20)
+
+
+def tune_gc() -> None:
+    """The collector thresholds of a worker process (`GC_THRESHOLDS`)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _check_limits(settings: Settings) -> None:
