@@ -180,8 +180,19 @@ def test_random_headers_match_uvicorn() -> None:
         _same(rng.choice(["GET", "POST"]), rng.random() < 0.8, messages)
 
 
-def test_a_server_with_it_answers_on_a_kept_alive_connection() -> None:
+def test_a_server_with_it_answers_on_a_kept_alive_connection_by_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[bool] = []
+    start = FastCycle._start
+
+    def spy(self: FastCycle, message: Any) -> bool:
+        taken.append(start(self, message))
+        return taken[-1]
+
+    monkeypatch.setattr(FastCycle, "_start", spy)
     asyncio.run(_serve_and_ask(_free_port()))
+    assert taken == [True, True, True]
 
 
 def _free_port() -> int:
@@ -197,7 +208,8 @@ async def _serve_and_ask(port: int) -> None:
         await send(_start([(b"content-type", b"application/json"), (b"content-length", b"11")]))
         await send(_body(b'{"ok":true}'))
 
-    config = uvicorn.Config(app, port=port, http=HttpProtocol, log_level="warning", lifespan="off")
+    # As `workjet serve` runs it: uvicorn's access log off (with it on, uvicorn's own send writes every head).
+    config = uvicorn.Config(app, port=port, http=HttpProtocol, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -211,3 +223,58 @@ async def _serve_and_ask(port: int) -> None:
     finally:
         server.should_exit = True
         await task
+
+
+# ---- through run_asgi: apps that fail or stop half-way -----------------------------------------------------------
+
+
+def _run_app(cls: type[RequestResponseCycle], app: Any) -> Any:
+    async def go() -> Any:
+        cycle, transport, done = _cycle(cls, "POST", True)
+        logging.getLogger("test").disabled = True  # uvicorn logs the failures these apps are made of
+        try:
+            await cycle.run_asgi(app)
+        finally:
+            logging.getLogger("test").disabled = False
+        return b"".join(transport.writes), transport.closed, len(done), cycle.response_complete
+
+    return asyncio.run(go())
+
+
+def _app(*messages: Any, fail: bool = False) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for m in messages:
+            await send(m)
+        if fail:
+            raise ValueError("the app failed")
+
+    return app
+
+
+def _one_shot(headers: list[tuple[bytes, bytes]]) -> Any:
+    return (h for h in headers)
+
+
+@pytest.mark.parametrize(
+    "make_app",  # a new app per run: a one-shot iterable of headers is used up by the first
+    [
+        lambda: _app(_start(JSON), _body(b"{}")),
+        lambda: _app(_start(JSON), fail=True),  # raised between head and body
+        lambda: _app(_start([(b"content-length", b"0")])),  # returned without a body message
+        lambda: _app(_start(JSON), _body("{}")),  # type: ignore[arg-type]  # a str body
+        lambda: _app({"type": "http.response.start", "headers": JSON}),  # no status
+        lambda: _app({"type": "http.response.start", "status": 200, "headers": None}),
+        lambda: _app({"type": "http.response.start", "status": 200, "headers": _one_shot([(b"x-a", b"1"), *JSON])}),
+        lambda: _app(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": _one_shot([(b"x-a", b"1"), (b"connection", b"close"), *JSON]),
+            },
+            _body(b"{}"),
+        ),
+        lambda: _app(_start([(b"content-type", b"text/event-stream")]), _body(b"data: 1\n\n", True), fail=True),
+    ],
+)
+def test_apps_that_fail_or_stop_half_way_get_uvicorns_bytes(make_app: Any) -> None:
+    assert _run_app(FastCycle, make_app()) == _run_app(RequestResponseCycle, make_app())

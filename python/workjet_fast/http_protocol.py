@@ -7,9 +7,11 @@ until the body so that head and body leave in one write: one system call and one
 (chunked) responses send their head at once, so a client sees a slow stream's headers before its first event.
 
 Only the plain case takes this path: headers uvicorn would reject or treat specially (`connection`,
-`transfer-encoding`, an unusual `content-length`), HEAD requests, 1xx/204/304 answers, a paused or closed
-connection, uvicorn's access log, and everything after the first body message go through uvicorn's own `send`
-unchanged. tests/test_http_protocol.py checks the bytes and the connection state against uvicorn's.
+`transfer-encoding`, an unusual `content-length`), headers not in a list or tuple, HEAD requests, 1xx/204/304
+answers, a paused or closed connection, uvicorn's access log, and everything after the first body message go
+through uvicorn's own `send` unchanged. An app that fails or returns between its head and its body still has the
+head written first, as uvicorn would have. tests/test_http_protocol.py checks the bytes, the connection state
+and the errors against uvicorn's, message by message and through `run_asgi`.
 """
 
 from __future__ import annotations
@@ -30,16 +32,26 @@ class FastCycle(RequestResponseCycle):
 
     _held: bytes | None = None  # a head waiting for the first body write
 
+    async def run_asgi(self, app: Any) -> None:
+        async def app_then_head(scope: Any, receive: Any, send: Any) -> Any:
+            try:
+                return await app(scope, receive, send)
+            finally:
+                # An app that raised or returned before its first body message: the head still goes out before
+                # uvicorn closes the connection or logs the incomplete response, as it would have without holding.
+                self._release_head()
+
+        await super().run_asgi(app_then_head)
+
     async def send(self, message: Any) -> None:
+        kind = message.get("type")
         if self._held is not None:
-            if message["type"] == "http.response.body" and await self._send_body(message):
+            if kind == "http.response.body" and await self._send_body(message):
                 return
-            held, self._held = self._held, None
-            if not self.disconnected:
-                self.transport.write(held)
+            self._release_head()
         elif (
-            not self.response_started
-            and message["type"] == "http.response.start"
+            kind == "http.response.start"
+            and not self.response_started
             and not self.disconnected
             and not self.flow.write_paused
             and not self.access_log
@@ -48,12 +60,22 @@ class FastCycle(RequestResponseCycle):
             return
         await super().send(message)
 
+    def _release_head(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self.disconnected:
+            self.transport.write(held)
+
     def _start(self, message: Any) -> bool:
-        status = message["status"]
+        status = message.get("status")
+        headers = message.get("headers", ())
+        # Only what the fast path can read without consuming or failing: an int status, headers in a list or a
+        # tuple (a one-shot iterable read half-way would reach uvicorn empty). The rest is uvicorn's to judge.
+        if type(status) is not int or type(headers) not in (list, tuple):
+            return False
         line = STATUS_LINE.get(status)
         if line is None or status < 200 or status in _NO_BODY or self.scope["method"] == "HEAD":
             return False
-        built = response_head(line, self.default_headers, message.get("headers", ()), self.keep_alive)
+        built = response_head(line, self.default_headers, headers, self.keep_alive)
         if built is None:
             return False
         head, length = built
@@ -76,6 +98,8 @@ class FastCycle(RequestResponseCycle):
             self._held = None
             return True  # what uvicorn does: the message is dropped
         body = message.get("body", b"")
+        if type(body) is not bytes:
+            return False  # uvicorn writes (or fails to write) anything else itself, after the head
         more_body = message.get("more_body", False)
         left = self.expected_content_length - len(body)
         if left < 0 or (left and not more_body):
@@ -96,10 +120,10 @@ class FastCycle(RequestResponseCycle):
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's `HttpToolsProtocol` whose request cycles are `FastCycle`s (pass it as uvicorn's `http`)."""
 
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        cycle = self.cycle
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # Every cycle starts here, pipelined ones too, before `run_asgi` is looked up. Same attributes, same
+        # construction: only `send` and `run_asgi` differ. A uvicorn without this hook simply runs its own cycle
+        # (tests/test_http_protocol.py checks that a served request takes the fast path).
         if type(cycle) is RequestResponseCycle:
-            # Same attributes, same construction: only `send` differs. The cycle's task has been created but has
-            # not run yet, so the app sees the new `send` from its first message.
             cycle.__class__ = FastCycle
+        super()._start_asgi_task(cycle, app)
