@@ -4,6 +4,7 @@
 //! libpython. The PyO3 glue lives in `py/` behind the `python` feature and only converts
 //! arguments, calls one function from here and maps errors.
 
+pub mod audit;
 pub mod dlp;
 pub mod filter;
 pub mod head;

@@ -220,3 +220,15 @@ def response_head(
     """``(head, content_length)`` as uvicorn would write it (``content_length`` -1: a chunked body), or None when
     some header needs uvicorn's own code: invalid, ``connection``, ``transfer-encoding``, an unusual
     ``content-length``, or not a pair of bytes."""
+
+# --- audit records (rust/py/audit.rs) ---
+
+from typing import Any  # noqa: E402 (kept inside this section)
+
+def audit_record(
+    ctx: Any, access: bool
+) -> tuple[str, bytes | None, tuple[str, float, Any, Any, Any, Any, int | None]] | None:
+    """``(canonical text, access-log line or None, columns)`` of a finished ``RequestContext``: what
+    ``audit.record`` makes of ``ctx.record()`` (``canonical(normalise(r))``, ``access_log_line(r)``,
+    ``columns(normalise(r))``), or None when a value would be changed by ``normalise`` or needs orjson's
+    ``default=str``, or bodies were kept: the caller takes the Python path then."""

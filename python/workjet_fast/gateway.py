@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from workjet_fast import metrics
-from workjet_fast._workjet_fast import count_tokens, encoding_for_model, token_data_source
+from workjet_fast._workjet_fast import audit_record, count_tokens, encoding_for_model, token_data_source
 from workjet_fast.audit import AuditLog, access_log_line, admin as audit_admin
 from workjet_fast.auth import KeyCache, KeyRecord, KeyStore
 from workjet_fast.config import Settings
@@ -155,16 +155,27 @@ class Gateway:
             ctx.prompt_tokens,
             ctx.completion_tokens,
         )
-        if self._access_out is None and not self._audit_on:
+        out = self._access_out
+        if out is None and not self._audit_on:
             return
-        record = ctx.record()
-        if self._access_out is not None:
+        # One Rust call makes the audit record's text, its columns and the access-log line from the context; a
+        # context holding a value the record would change (or bodies) takes the Python path, with the same result.
+        made = audit_record(ctx, out is not None)
+        if made is None:
+            record = ctx.record()
+            line = access_log_line(record) if out is not None else None
+        else:
+            text, line, cols = made
+        if out is not None and line is not None:
             try:
-                self._access_out.write(access_log_line(record))
+                out.write(line)
             except (OSError, ValueError):
                 pass
         if self._audit_on:
-            self.audit.submit(record)
+            if made is None:
+                self.audit.submit(record)
+            else:
+                self.audit.submit_prepared(cols, text)
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()

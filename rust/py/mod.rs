@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod audit;
 mod dlp;
 mod errors;
 mod head;
@@ -15,6 +16,7 @@ mod tokens;
 fn _workjet_fast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    audit::register(m)?;
     head::register(m)?;
     sse::register(m)?;
     tokens::register(m)?;

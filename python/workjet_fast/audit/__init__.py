@@ -24,7 +24,7 @@ import socket
 from typing import Any
 
 from workjet_fast.audit.chain import Chain, VerifyReport, verify
-from workjet_fast.audit.record import access_log_line
+from workjet_fast.audit.record import Columns, access_log_line
 from workjet_fast.audit.spill import SpillFile, spill_path_for
 from workjet_fast.audit.store import AuditStore, Filters
 from workjet_fast.audit.writer import AuditWriter
@@ -69,6 +69,13 @@ class AuditLog:
         w = self._writer
         if w is not None:
             w.submit(record)
+
+    def submit_prepared(self, cols: Columns, text: str) -> None:
+        """`submit` for a record `workjet_fast._workjet_fast.audit_record` already made: its columns and canonical
+        text (the text must be `canonical(normalise(record))`, and the columns `columns(normalise(record))`)."""
+        w = self._writer
+        if w is not None:
+            w.submit_prepared((cols, text))
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush every queued record and stop; False if `timeout` expired (what remained was spilled)."""

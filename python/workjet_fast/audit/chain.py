@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from workjet_fast.audit.record import canonical
+from workjet_fast.audit.record import Columns, canonical, columns
 
 if TYPE_CHECKING:
     from workjet_fast.audit.store import AuditStore
@@ -75,22 +75,8 @@ def make_checkpoint(key: str, chain_id: str, seq: int, kind: str, head_hash: str
     return Checkpoint(chain_id, seq, kind, head_hash, seq, created_at, mac)
 
 
-def _row(chain_id: str, seq: int, prev: str, rec: dict[str, Any], text: str) -> Row:
-    status = rec.get("status")
-    return Row(
-        chain_id,
-        seq,
-        str(rec["request_id"]),
-        float(rec.get("started_at") or 0.0),
-        rec.get("key_id"),
-        rec.get("key_name"),
-        rec.get("requested_model"),
-        rec.get("served_by"),
-        status if isinstance(status, int) else None,
-        text,
-        prev,
-        row_hash(chain_id, seq, prev, text),
-    )
+def _row(chain_id: str, seq: int, prev: str, cols: Columns, text: str) -> Row:
+    return Row(chain_id, seq, *cols, text, prev, row_hash(chain_id, seq, prev, text))
 
 
 class Chain:
@@ -104,14 +90,14 @@ class Chain:
 
     def link(self, records: Iterable[dict[str, Any]]) -> list[Row]:
         """Chain normalised records; the caller holds `lock` when the rows must reach storage in order."""
-        return self.link_prepared((rec, canonical(rec).decode()) for rec in records)
+        return self.link_prepared((columns(rec), canonical(rec).decode()) for rec in records)
 
-    def link_prepared(self, items: Iterable[tuple[dict[str, Any], str]]) -> list[Row]:
-        """`link` for records whose canonical text was already made: (normalised record, `canonical(record)`)."""
+    def link_prepared(self, items: Iterable[tuple[Columns, str]]) -> list[Row]:
+        """`link` for records already reduced to (`columns(record)`, `canonical(record)` as text)."""
         out: list[Row] = []
         seq, head = self.seq, self.head
-        for rec, text in items:
-            row = _row(self.chain_id, seq + 1, head, rec, text)
+        for cols, text in items:
+            row = _row(self.chain_id, seq + 1, head, cols, text)
             seq, head = row.seq, row.hash
             out.append(row)
         self.seq, self.head = seq, head  # only once every row is built: an error leaves no gap

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["BODY_FIELDS", "FIELDS", "access_log_line", "canonical", "normalise"]
+__all__ = ["BODY_FIELDS", "FIELDS", "Columns", "access_log_line", "canonical", "columns", "normalise"]
 
 FIELDS: tuple[str, ...] = (
     "request_id",
@@ -117,6 +117,25 @@ def normalise(raw: dict[str, Any], *, store_bodies: bool = False) -> dict[str, A
             if raw.get(k) is not None:
                 rec[k] = raw[k]
     return rec
+
+
+# The audit table's indexed columns of a record: request_id, started_at, key_id, key_name, requested_model,
+# served_by, status. `workjet_fast._workjet_fast.audit_record` returns them in this order too.
+Columns = tuple[str, float, Any, Any, Any, Any, "int | None"]
+
+
+def columns(rec: dict[str, Any]) -> Columns:
+    """The indexed columns of a normalised record."""
+    status = rec.get("status")
+    return (
+        str(rec["request_id"]),
+        float(rec.get("started_at") or 0.0),
+        rec.get("key_id"),
+        rec.get("key_name"),
+        rec.get("requested_model"),
+        rec.get("served_by"),
+        status if isinstance(status, int) else None,
+    )
 
 
 def canonical(rec: dict[str, Any]) -> bytes:

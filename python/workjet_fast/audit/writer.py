@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any
 
 from workjet_fast.audit.chain import Chain, Row, make_checkpoint
-from workjet_fast.audit.record import canonical, normalise
+from workjet_fast.audit.record import Columns, canonical, columns, normalise
 from workjet_fast.audit.spill import SpillFile, lock_orphan, orphans, read_rows
 from workjet_fast.audit.store import AuditStore
 from workjet_fast.config.audit import AuditConfig
@@ -36,7 +36,7 @@ from workjet_fast.storage.db import StorageError
 
 __all__ = ["AuditWriter"]
 
-Prepared = tuple[dict[str, Any], str]  # a normalised record and its canonical text
+Prepared = tuple[Columns, str]  # a normalised record's indexed columns and its canonical text
 
 log = logging.getLogger("workjet.audit")
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
@@ -76,8 +76,11 @@ class AuditWriter:
 
     # ---- request path -------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
+        self.submit_prepared(self._prepare(record))  # `_prepare` never raises: a bad record is kept minimal
+
+    def submit_prepared(self, item: Prepared) -> None:
+        """`submit` for a record already reduced to (`columns`, canonical text), as `audit_record` returns it."""
         try:
-            item = self._prepare(record)
             dq = self._dq
             if len(dq) < self._cap and not self._closing:
                 dq.append(item)
@@ -160,7 +163,7 @@ class AuditWriter:
         """The normalised record and its canonical text; a record that cannot be either is kept in minimal form."""
         try:
             rec = normalise(record, store_bodies=self.cfg.store_bodies)
-            return rec, canonical(rec).decode()
+            return columns(rec), canonical(rec).decode()
         except Exception:
             log.exception("audit: malformed record kept in minimal form")
             rid = record.get("request_id") if isinstance(record, dict) else None
@@ -189,7 +192,7 @@ class AuditWriter:
                 rows += chain.link_prepared([item])
             except Exception:
                 log.exception("audit: a record kept in minimal form")
-                rows += chain.link_prepared([_minimal(item[0].get("request_id"))])
+                rows += chain.link_prepared([_minimal(item[0][0])])
         return rows
 
     def _connect(self) -> bool:
@@ -326,4 +329,4 @@ class AuditWriter:
 
 def _minimal(request_id: Any) -> Prepared:
     rec = normalise({"request_id": request_id, "error_code": "audit_record_malformed"})
-    return rec, canonical(rec).decode()
+    return columns(rec), canonical(rec).decode()

@@ -1,0 +1,386 @@
+//! The audit record's canonical text and its access-log line, made in one pass for the request path.
+//!
+//! The reference is Python's `workjet_fast/audit/record.py`: `normalise` picks the fields, `canonical` writes
+//! them with orjson (sorted keys, compact), `access_log_line` writes the access log's subset in its own order.
+//! The glue (`py/audit.rs`) hands over only records whose values already have the types `normalise` would keep
+//! unchanged; everything else takes the Python path. So the bytes here must be orjson's: strings escaped as it
+//! escapes them, floats in its notation (fixed from 1e-5 up to 1e16, else `1.5e-7` / `1e+16`).
+//! `tests/test_audit_fast.py` compares the two paths on generated records.
+
+use std::fmt::Write as _;
+
+/// One JSON scalar of the record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+}
+
+/// The record's fields in `record.FIELDS` order; `attempts` and `dlp_findings` are lists, held apart.
+pub const FIELDS: [&str; 26] = [
+    "request_id",
+    "client",
+    "started_at",
+    "path",
+    "key_id",
+    "key_name",
+    "user",
+    "requested_model",
+    "route_kind",
+    "served_by",
+    "served_model",
+    "attempts",
+    "status",
+    "error_code",
+    "stream",
+    "upstream_ttfb_ms",
+    "upstream_ms",
+    "prompt_tokens",
+    "prompt_tokens_source",
+    "completion_tokens",
+    "completion_tokens_source",
+    "finish_reason",
+    "dlp_findings",
+    "dlp_state",
+    "ended_at",
+    "latency_ms",
+];
+pub const ATTEMPTS: usize = 11;
+pub const FINDINGS: usize = 22;
+
+/// An attempt's fields, in `record._ATTEMPT_FIELDS` order.
+pub const ATTEMPT_FIELDS: [&str; 5] = ["deployment", "outcome", "status", "latency_ms", "error"];
+/// A DLP finding's fields, in `record._FINDING_FIELDS` order (never the matched value).
+pub const FINDING_FIELDS: [&str; 5] = ["rule_id", "entity", "count", "direction", "action"];
+
+/// Indexes into `FIELDS`, in the sorted order of the names (orjson's `OPT_SORT_KEYS`).
+const SORTED: [usize; 26] = [
+    11, 1, 19, 20, 22, 23, 24, 13, 21, 4, 5, 25, 3, 17, 18, 0, 7, 8, 9, 10, 2, 12, 14, 16, 15, 6,
+];
+const ATTEMPT_SORTED: [usize; 5] = [0, 4, 3, 1, 2];
+const FINDING_SORTED: [usize; 5] = [4, 2, 3, 1, 0];
+
+/// The access log's fields: (name in the line, index into `FIELDS`); `ts` is `ended_at or started_at`.
+const ACCESS: [(&str, usize); 15] = [
+    ("request_id", 0),
+    ("ts", usize::MAX),
+    ("client", 1),
+    ("path", 3),
+    ("key_id", 4),
+    ("model", 7),
+    ("served_by", 9),
+    ("status", 12),
+    ("error_code", 13),
+    ("stream", 14),
+    ("latency_ms", 25),
+    ("upstream_ms", 16),
+    ("prompt_tokens", 17),
+    ("completion_tokens", 19),
+    ("dlp_state", 23),
+];
+const STARTED_AT: usize = 2;
+const ENDED_AT: usize = 24;
+
+/// A record as `normalise` returns it (without bodies).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record<'a> {
+    /// By `FIELDS` index; the `ATTEMPTS` and `FINDINGS` slots are not read.
+    pub fields: [Value<'a>; 26],
+    pub attempts: Vec<[Value<'a>; 5]>,
+    pub findings: Vec<[Value<'a>; 5]>,
+}
+
+impl<'a> Record<'a> {
+    /// The canonical text: what is stored and what the hash chain covers.
+    pub fn canonical(&self) -> String {
+        let mut out = String::with_capacity(768);
+        out.push('{');
+        for (n, &i) in SORTED.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            key(&mut out, FIELDS[i]);
+            match i {
+                ATTEMPTS => objects(&mut out, &self.attempts, &ATTEMPT_FIELDS, &ATTEMPT_SORTED),
+                FINDINGS => objects(&mut out, &self.findings, &FINDING_FIELDS, &FINDING_SORTED),
+                _ => value(&mut out, self.fields[i]),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// The JSON access-log line, newline-terminated: no bodies, no key, no findings.
+    pub fn access_line(&self) -> String {
+        let mut out = String::with_capacity(384);
+        out.push('{');
+        for (n, &(name, i)) in ACCESS.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            key(&mut out, name);
+            let v = if i == usize::MAX { self.ts() } else { self.fields[i] };
+            value(&mut out, v);
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// `ended_at or started_at`, Python's truthiness included.
+    fn ts(&self) -> Value<'a> {
+        match self.fields[ENDED_AT] {
+            Value::Null | Value::Float(0.0) | Value::Int(0) | Value::Bool(false) => self.fields[STARTED_AT],
+            Value::Str("") => self.fields[STARTED_AT],
+            v => v,
+        }
+    }
+}
+
+fn key(out: &mut String, name: &str) {
+    string(out, name);
+    out.push(':');
+}
+
+fn objects(out: &mut String, items: &[[Value<'_>; 5]], names: &[&str; 5], order: &[usize; 5]) {
+    out.push('[');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        for (m, &i) in order.iter().enumerate() {
+            if m > 0 {
+                out.push(',');
+            }
+            key(out, names[i]);
+            value(out, item[i]);
+        }
+        out.push('}');
+    }
+    out.push(']');
+}
+
+fn value(out: &mut String, v: Value<'_>) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) => float(out, f),
+        Value::Str(s) => string(out, s),
+    }
+}
+
+/// A JSON string as orjson writes it: `"` and `\` escaped, control characters as `\n`-style or `\u00xx`
+/// escapes, everything else (DEL, non-ASCII, `/`) as is.
+pub fn string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// A float as orjson writes it: the shortest digits that read back the same (ryu), in fixed notation when the
+/// decimal exponent is in -5..16 (`12345.0`, `0.00001`), else scientific (`1.5e-7`, `1e+16`). Not finite: null.
+pub fn float(out: &mut String, f: f64) {
+    if !f.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    let mut buf = ryu::Buffer::new();
+    let (digits, exp) = shortest(buf.format_finite(f.abs()));
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if digits.is_empty() {
+        out.push_str("0.0");
+        return;
+    }
+    // value = 0.d1d2d3... x 10^(exp + 1), i.e. d1.d2d3... x 10^exp
+    if (-5..16).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exp - 1) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                for _ in digits.len()..int_len {
+                    out.push('0');
+                }
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{}", if exp > 0 { "+" } else { "" }, exp);
+    }
+}
+
+/// ryu's text of a non-negative finite float as (significant digits without leading or trailing zeros, decimal
+/// exponent of the first digit); zero gives no digits.
+fn shortest(text: &str) -> (String, i32) {
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int_part.chars().chain(frac_part.chars()).collect();
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0').to_string();
+    // The first digit of `all` has exponent int_part.len() - 1 (+ exp); each leading zero lowers it by one.
+    let first = int_part.len() as i32 - 1 + exp - lead as i32;
+    (digits, first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(x: f64) -> String {
+        let mut s = String::new();
+        float(&mut s, x);
+        s
+    }
+
+    #[test]
+    fn floats_as_orjson_writes_them() {
+        // Each pair was printed by orjson 3.13 (`orjson.dumps(x)`).
+        let cases = [
+            (1e16, "1e+16"),
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1e-7, "1e-7"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+            (1795652047.0854225, "1795652047.0854225"),
+            (5e-324, "5e-324"),
+            (1e300, "1e+300"),
+            (0.018156999, "0.018156999"),
+            (12345.0, "12345.0"),
+            (1e15, "1000000000000000.0"),
+            (1.5e-5, "0.000015"),
+            (100.0, "100.0"),
+            (1e-6, "1e-6"),
+            (9.99e-7, "9.99e-7"),
+            (1e-5, "0.00001"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (1.5e16, "1.5e+16"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (2.5e-300, "2.5e-300"),
+            (1234567.125, "1234567.125"),
+            (-1.5e-7, "-1.5e-7"),
+            (0.3, "0.3"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(f(x), want, "{x:?}");
+        }
+        assert_eq!(f(f64::NAN), "null");
+        assert_eq!(f(f64::INFINITY), "null");
+    }
+
+    #[test]
+    fn strings_escape_as_orjson_does() {
+        let mut s = String::new();
+        string(&mut s, "\u{1}\u{1f}\u{7f}\u{2028}é\"\\/\t\u{8}\u{c}\r\n");
+        assert_eq!(s, "\"\\u0001\\u001f\u{7f}\u{2028}é\\\"\\\\/\\t\\b\\f\\r\\n\"");
+    }
+
+    #[test]
+    fn sorted_orders_are_the_names_sorted() {
+        let names: Vec<&str> = SORTED.iter().map(|&i| FIELDS[i]).collect();
+        let mut want = FIELDS.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        for (order, fields) in [(ATTEMPT_SORTED, ATTEMPT_FIELDS), (FINDING_SORTED, FINDING_FIELDS)] {
+            let names: Vec<&str> = order.iter().map(|&i| fields[i]).collect();
+            let mut want = fields.to_vec();
+            want.sort_unstable();
+            assert_eq!(names, want);
+        }
+    }
+
+    fn record() -> Record<'static> {
+        let mut fields = [Value::Null; 26];
+        fields[0] = Value::Str("wj-1");
+        fields[STARTED_AT] = Value::Float(10.5);
+        fields[12] = Value::Int(200);
+        fields[14] = Value::Bool(false);
+        fields[ENDED_AT] = Value::Float(11.25);
+        Record {
+            fields,
+            attempts: vec![[
+                Value::Str("openai/m"),
+                Value::Str("ok"),
+                Value::Int(200),
+                Value::Float(0.5),
+                Value::Null,
+            ]],
+            findings: vec![],
+        }
+    }
+
+    #[test]
+    fn canonical_sorts_keys_and_nests_lists() {
+        let text = record().canonical();
+        assert!(text.starts_with(
+            "{\"attempts\":[{\"deployment\":\"openai/m\",\"error\":null,\"latency_ms\":0.5,\"outcome\":\"ok\",\
+             \"status\":200}],\"client\":null,"
+        ));
+        assert!(text.contains(",\"dlp_findings\":[],"));
+        assert!(text.ends_with(",\"upstream_ttfb_ms\":null,\"user\":null}"));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(v["ended_at"], 11.25);
+        assert_eq!(v.as_object().map(|o| o.len()), Some(26));
+    }
+
+    #[test]
+    fn access_line_takes_ended_at_or_else_started_at() {
+        let mut rec = record();
+        assert!(
+            rec.access_line()
+                .starts_with("{\"request_id\":\"wj-1\",\"ts\":11.25,\"client\":null,")
+        );
+        assert!(rec.access_line().ends_with(",\"dlp_state\":null}\n"));
+        rec.fields[ENDED_AT] = Value::Float(0.0);
+        assert!(rec.access_line().contains("\"ts\":10.5,"));
+        rec.fields[ENDED_AT] = Value::Null;
+        assert!(rec.access_line().contains("\"ts\":10.5,"));
+    }
+}
