@@ -159,6 +159,42 @@ def test_odd_list_items_take_the_python_path() -> None:
     assert audit_record(ctx, True) is None
 
 
+_SCALAR_FIELDS = ("client", "path", "user", "route_kind", "served_model", "error_code", "prompt_tokens_source",
+                  "completion_tokens_source", "finish_reason", "dlp_state", "stream")  # fmt: skip
+_TEXT_FIELDS = ("key_id", "key_name", "requested_model", "served_by")
+_NUMBER_FIELDS = ("ended_at", "latency_ms", "upstream_ms", "upstream_ttfb_ms")
+_FINDING_KEYS = ["rule_id", "entity", "count", "direction", "action", "value_hmacs"]
+
+
+@st.composite
+def contexts(
+    draw: st.DrawFn,
+    *,
+    ids: st.SearchStrategy[str],
+    scalars: st.SearchStrategy[Any],
+    texts: st.SearchStrategy[Any],
+    numbers: st.SearchStrategy[Any],
+    starts: st.SearchStrategy[Any],
+    statuses: st.SearchStrategy[Any],
+    counts: st.SearchStrategy[Any],
+) -> RequestContext:
+    """A finished context whose fields are drawn from the given strategies; attempts and findings from `scalars`."""
+    ctx = RequestContext(request_id=draw(ids), started_at=draw(starts))
+    for name in _SCALAR_FIELDS:
+        setattr(ctx, name, draw(scalars))
+    for name in _TEXT_FIELDS:
+        setattr(ctx, name, draw(texts))
+    for name in _NUMBER_FIELDS:
+        setattr(ctx, name, draw(numbers))
+    ctx.status = draw(statuses)
+    ctx.prompt_tokens, ctx.completion_tokens = draw(counts), draw(counts)
+    for _ in range(draw(st.integers(0, 3))):
+        ctx.attempts.append(Attempt(*(draw(scalars) for _ in range(5))))
+    for _ in range(draw(st.integers(0, 3))):
+        ctx.dlp_findings.append({k: draw(scalars) for k in draw(st.sets(st.sampled_from(_FINDING_KEYS)))})
+    return ctx
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -168,32 +204,19 @@ scalars = st.one_of(
     st.text(alphabet=st.characters(max_codepoint=0x7F)),
 )
 floats = st.one_of(st.floats(), st.floats(min_value=1e-9, max_value=1e18), st.integers(0, 10**6), st.none())
-texts = st.one_of(st.none(), st.text(alphabet=st.characters(max_codepoint=0x7F)), st.text())
-counts = st.one_of(st.none(), st.integers(min_value=-5, max_value=2**64))
-
-
-@st.composite
-def contexts(draw: st.DrawFn) -> RequestContext:
-    ctx = RequestContext(request_id=draw(st.one_of(st.text(min_size=1), st.just("wj-1"), st.just(""))))
-    for name in ("client", "path", "user", "route_kind", "served_model", "error_code", "prompt_tokens_source",
-                 "completion_tokens_source", "finish_reason", "dlp_state", "stream"):  # fmt: skip
-        setattr(ctx, name, draw(scalars))
-    for name in ("key_id", "key_name", "requested_model", "served_by"):
-        setattr(ctx, name, draw(texts))
-    for name in ("started_at", "ended_at", "latency_ms", "upstream_ms", "upstream_ttfb_ms"):
-        setattr(ctx, name, draw(floats))
-    ctx.status = draw(st.one_of(st.integers(-(2**33), 2**33), st.sampled_from([200, 429, 502]), st.none()))
-    ctx.prompt_tokens, ctx.completion_tokens = draw(counts), draw(counts)
-    for _ in range(draw(st.integers(0, 3))):
-        ctx.attempts.append(Attempt(draw(scalars), draw(scalars), draw(scalars), draw(scalars), draw(scalars)))
-    for _ in range(draw(st.integers(0, 3))):
-        keys = draw(st.sets(st.sampled_from(["rule_id", "entity", "count", "direction", "action", "value_hmacs"])))
-        ctx.dlp_findings.append({k: draw(scalars) for k in keys})
-    return ctx
+any_contexts = contexts(
+    ids=st.one_of(st.text(min_size=1), st.just("wj-1"), st.just("")),
+    scalars=scalars,
+    texts=st.one_of(st.none(), st.text(alphabet=st.characters(max_codepoint=0x7F)), st.text()),
+    numbers=floats,
+    starts=floats,
+    statuses=st.one_of(st.integers(-(2**33), 2**33), st.sampled_from([200, 429, 502]), st.none()),
+    counts=st.one_of(st.none(), st.integers(min_value=-5, max_value=2**64)),
+)
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
-@given(contexts())
+@given(any_contexts)
 @example(ordinary())
 def test_any_context_matches_the_reference_or_falls_back(ctx: RequestContext) -> None:
     made = audit_record(ctx, True)
@@ -217,29 +240,20 @@ plain_scalars = st.one_of(
 plain_numbers = st.floats(min_value=-9.9e299, max_value=9.9e299)
 
 
-@st.composite
-def plain_contexts(draw: st.DrawFn) -> RequestContext:
-    """Contexts holding only values `normalise` keeps as they are: these must all take the fast path."""
-    ctx = RequestContext(request_id=draw(plain_text.filter(bool)), started_at=draw(plain_numbers))
-    for name in ("client", "path", "user", "route_kind", "served_model", "error_code", "prompt_tokens_source",
-                 "completion_tokens_source", "finish_reason", "dlp_state", "stream"):  # fmt: skip
-        setattr(ctx, name, draw(plain_scalars))
-    for name in ("key_id", "key_name", "requested_model", "served_by"):
-        setattr(ctx, name, draw(st.one_of(st.none(), plain_text)))
-    for name in ("ended_at", "latency_ms", "upstream_ms", "upstream_ttfb_ms"):
-        setattr(ctx, name, draw(st.one_of(st.none(), plain_numbers)))
-    ctx.status = draw(st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)))
-    ctx.prompt_tokens, ctx.completion_tokens = (draw(st.one_of(st.none(), st.integers(0, 2**63 - 1))) for _ in "pc")
-    for _ in range(draw(st.integers(0, 3))):
-        ctx.attempts.append(Attempt(*(draw(plain_scalars) for _ in range(5))))
-    for _ in range(draw(st.integers(0, 3))):
-        keys = draw(st.sets(st.sampled_from(["rule_id", "entity", "count", "direction", "action", "value_hmacs"])))
-        ctx.dlp_findings.append({k: draw(plain_scalars) for k in keys})
-    return ctx
+# Contexts holding only values `normalise` keeps as they are: these must all take the fast path.
+plain_contexts = contexts(
+    ids=plain_text.filter(bool),
+    scalars=plain_scalars,
+    texts=st.one_of(st.none(), plain_text),
+    numbers=st.one_of(st.none(), plain_numbers),
+    starts=plain_numbers,
+    statuses=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+    counts=st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+)
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
-@given(plain_contexts())
+@given(plain_contexts)
 def test_contexts_of_plain_values_take_the_fast_path_and_match(ctx: RequestContext) -> None:
     made = audit_record(ctx, True)
     assert made is not None
