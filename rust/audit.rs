@@ -50,6 +50,77 @@ pub const FIELDS: [&str; 26] = [
 ];
 pub const ATTEMPTS: usize = 11;
 pub const FINDINGS: usize = 22;
+const REQUEST_ID: usize = 0;
+const STARTED_AT: usize = 2;
+const KEY_ID: usize = 4;
+const KEY_NAME: usize = 5;
+const REQUESTED_MODEL: usize = 7;
+const SERVED_BY: usize = 9;
+const STATUS: usize = 12;
+const ENDED_AT: usize = 24;
+/// The audit table's indexed columns, as `record.columns` returns them: request_id, started_at, key_id,
+/// key_name, requested_model, served_by, status.
+pub const COLUMNS: [usize; 7] = [
+    REQUEST_ID,
+    STARTED_AT,
+    KEY_ID,
+    KEY_NAME,
+    REQUESTED_MODEL,
+    SERVED_BY,
+    STATUS,
+];
+
+/// How `record.normalise` treats each field. A value it would change is not `keeps`: the record then takes the
+/// Python path, so the two paths cannot disagree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    /// Kept as is: any JSON scalar.
+    Any,
+    /// `request_id`: a non-empty ASCII string without NUL (an empty one gets a new id).
+    Id,
+    /// Indexed text columns: None, or ASCII without NUL (anything else is made storable).
+    Text,
+    /// `_NUMBERS`: None, or a float within ±1e300 (ints become floats, others None).
+    Number,
+    /// `started_at`: a non-zero float within ±1e300 (None takes `ended_at or 0.0`, and the column of a zero is
+    /// `float(0.0 or 0.0)`, which drops the sign of -0.0).
+    Start,
+    /// `status`: None, or an int that fits an INTEGER column.
+    Status,
+    /// Token counts: None, or an int in 0..2^63.
+    Count,
+    /// `attempts` and `dlp_findings`, read apart.
+    List,
+}
+
+impl Kind {
+    pub fn keeps(self, v: Value<'_>) -> bool {
+        match (self, v) {
+            (Kind::Any, _) => true,
+            (Kind::Id, Value::Str(s)) => !s.is_empty() && plain_text(s),
+            (Kind::Text, Value::Str(s)) => plain_text(s),
+            (Kind::Text | Kind::Number | Kind::Status | Kind::Count, Value::Null) => true,
+            (Kind::Number, Value::Float(f)) => -1e300 < f && f < 1e300,
+            (Kind::Start, Value::Float(f)) => f != 0.0 && -1e300 < f && f < 1e300,
+            (Kind::Status, Value::Int(i)) => i32::try_from(i).is_ok(),
+            (Kind::Count, Value::Int(i)) => i >= 0,
+            _ => false,
+        }
+    }
+}
+
+fn plain_text(s: &str) -> bool {
+    s.is_ascii() && !s.contains('\0')
+}
+
+/// Each field's `Kind`, by `FIELDS` index.
+pub const KINDS: [Kind; 26] = {
+    use Kind::{Any, Count, Id, List, Number, Start, Status, Text};
+    [
+        Id, Any, Start, Any, Text, Text, Any, Text, Any, Text, Any, List, Status, Any, Any, Number, Number, Count, Any,
+        Count, Any, Any, List, Any, Number, Number,
+    ]
+};
 
 /// An attempt's fields, in `record._ATTEMPT_FIELDS` order.
 pub const ATTEMPT_FIELDS: [&str; 5] = ["deployment", "outcome", "status", "latency_ms", "error"];
@@ -63,26 +134,32 @@ const SORTED: [usize; 26] = [
 const ATTEMPT_SORTED: [usize; 5] = [0, 4, 3, 1, 2];
 const FINDING_SORTED: [usize; 5] = [4, 2, 3, 1, 0];
 
-/// The access log's fields: (name in the line, index into `FIELDS`); `ts` is `ended_at or started_at`.
-const ACCESS: [(&str, usize); 15] = [
-    ("request_id", 0),
-    ("ts", usize::MAX),
-    ("client", 1),
-    ("path", 3),
-    ("key_id", 4),
-    ("model", 7),
-    ("served_by", 9),
-    ("status", 12),
-    ("error_code", 13),
-    ("stream", 14),
-    ("latency_ms", 25),
-    ("upstream_ms", 16),
-    ("prompt_tokens", 17),
-    ("completion_tokens", 19),
-    ("dlp_state", 23),
+/// Where an access-log field comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Field(usize),
+    /// `ended_at or started_at`.
+    Ts,
+}
+
+/// The access log's fields, in the line's order.
+const ACCESS: [(&str, Source); 15] = [
+    ("request_id", Source::Field(REQUEST_ID)),
+    ("ts", Source::Ts),
+    ("client", Source::Field(1)),
+    ("path", Source::Field(3)),
+    ("key_id", Source::Field(4)),
+    ("model", Source::Field(7)),
+    ("served_by", Source::Field(9)),
+    ("status", Source::Field(12)),
+    ("error_code", Source::Field(13)),
+    ("stream", Source::Field(14)),
+    ("latency_ms", Source::Field(25)),
+    ("upstream_ms", Source::Field(16)),
+    ("prompt_tokens", Source::Field(17)),
+    ("completion_tokens", Source::Field(19)),
+    ("dlp_state", Source::Field(23)),
 ];
-const STARTED_AT: usize = 2;
-const ENDED_AT: usize = 24;
 
 /// A record as `normalise` returns it (without bodies).
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +199,10 @@ impl<'a> Record<'a> {
                 out.push(',');
             }
             key(&mut out, name);
-            let v = if i == usize::MAX { self.ts() } else { self.fields[i] };
+            let v = match i {
+                Source::Field(i) => self.fields[i],
+                Source::Ts => self.ts(),
+            };
             value(&mut out, v);
         }
         out.push_str("}\n");
@@ -257,7 +337,7 @@ pub fn float(out: &mut String, f: f64) {
 /// exponent of the first digit); zero gives no digits.
 fn shortest(text: &str) -> (String, i32) {
     let (mantissa, exp) = match text.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)), // ryu writes a plain integer exponent
         None => (text, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -333,6 +413,44 @@ mod tests {
             let mut want = fields.to_vec();
             want.sort_unstable();
             assert_eq!(names, want);
+        }
+    }
+
+    #[test]
+    fn kinds_keep_only_what_normalise_keeps() {
+        assert_eq!(KINDS[REQUEST_ID], Kind::Id);
+        assert_eq!(KINDS[ATTEMPTS], Kind::List);
+        assert_eq!(KINDS[FINDINGS], Kind::List);
+        assert_eq!(FIELDS[STARTED_AT], "started_at");
+        assert_eq!(
+            COLUMNS.map(|i| FIELDS[i]),
+            [
+                "request_id",
+                "started_at",
+                "key_id",
+                "key_name",
+                "requested_model",
+                "served_by",
+                "status"
+            ]
+        );
+        assert!(Kind::Id.keeps(Value::Str("wj-1")));
+        assert!(!Kind::Id.keeps(Value::Str("")) && !Kind::Id.keeps(Value::Null));
+        assert!(!Kind::Text.keeps(Value::Str("clé")) && !Kind::Text.keeps(Value::Str("a\0b")));
+        assert!(Kind::Text.keeps(Value::Null) && Kind::Text.keeps(Value::Str("team")));
+        assert!(Kind::Number.keeps(Value::Float(0.5)) && !Kind::Number.keeps(Value::Int(1)));
+        assert!(!Kind::Number.keeps(Value::Float(1e300)) && !Kind::Number.keeps(Value::Float(-1e300)));
+        assert!(Kind::Start.keeps(Value::Float(1.7e9)) && !Kind::Start.keeps(Value::Null));
+        assert!(!Kind::Start.keeps(Value::Float(0.0)) && !Kind::Start.keeps(Value::Float(-0.0)));
+        assert!(Kind::Status.keeps(Value::Int(-(1 << 31))) && !Kind::Status.keeps(Value::Int(1 << 31)));
+        assert!(!Kind::Status.keeps(Value::Bool(true)));
+        assert!(Kind::Count.keeps(Value::Int(0)) && !Kind::Count.keeps(Value::Int(-1)));
+        assert!(Kind::Any.keeps(Value::Float(1e308)));
+        assert!(!Kind::List.keeps(Value::Null));
+        for (name, source) in ACCESS {
+            if let Source::Field(i) = source {
+                assert_eq!(if name == "model" { "requested_model" } else { name }, FIELDS[i]);
+            }
         }
     }
 

@@ -215,6 +215,20 @@ def test_submit_never_raises(tmp_path: Path) -> None:
     assert "odd" in got and len(got) == 2
 
 
+def test_submit_never_raises_even_when_no_minimal_record_can_be_made(tmp_path: Path) -> None:
+    class NoText:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    log = AuditLog.open(cfg_for(tmp_path), f"sqlite:///{tmp_path}/audit.db")
+    log.start()
+    log.submit({"request_id": NoText()})  # `normalise` fails, and so does the minimal record it falls back to
+    log.submit({"request_id": "after"})
+    assert log.close()
+    assert log.stats()["written"] == 1
+    assert log._writer is not None and log._writer.errors == 1
+
+
 def test_hostile_values_are_stored_on_both_engines(tmp_path: Path, url: str) -> None:
     log = AuditLog.open(cfg_for(tmp_path), url)
     log.start()

@@ -5,36 +5,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::audit::{ATTEMPT_FIELDS, ATTEMPTS, FIELDS, FINDING_FIELDS, FINDINGS, Record, Value};
-
-/// How `record.normalise` treats a field; a value it would change sends the record to the Python path.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    /// Kept as is: any JSON scalar.
-    Any,
-    /// `request_id`: a non-empty ASCII string without NUL.
-    Id,
-    /// Indexed text columns: None, or ASCII without NUL.
-    Text,
-    /// `_NUMBERS`: None, or a float within ±1e300.
-    Number,
-    /// `started_at`: a float within ±1e300 (None takes `ended_at or 0.0`: the Python path).
-    Start,
-    /// `status`: None, or an int that fits an INTEGER column.
-    Status,
-    /// Token counts: None, or an int in 0..2^63.
-    Count,
-    /// The lists, read apart.
-    List,
-}
-
-const KINDS: [Kind; 26] = {
-    use Kind::*;
-    [
-        Id, Any, Start, Any, Text, Text, Any, Text, Any, Text, Any, List, Status, Any, Any, Number, Number, Count, Any,
-        Count, Any, Any, List, Any, Number, Number,
-    ]
-};
+use crate::audit::{ATTEMPT_FIELDS, ATTEMPTS, COLUMNS, FIELDS, FINDING_FIELDS, FINDINGS, KINDS, Kind, Record, Value};
 
 /// The attribute and key names, interned once: making them per call cost more than the rest of the call.
 struct Names {
@@ -74,37 +45,22 @@ fn scalar<'a>(obj: &'a Bound<'_, PyAny>) -> Option<Value<'a>> {
     }
 }
 
-fn plain_text(s: &str) -> bool {
-    s.is_ascii() && !s.contains('\0')
-}
-
-fn field<'a>(obj: &'a Bound<'_, PyAny>, kind: Kind) -> Option<Value<'a>> {
-    let v = scalar(obj)?;
-    let ok = match (kind, v) {
-        (Kind::Any, _) => true,
-        (Kind::Id, Value::Str(s)) => !s.is_empty() && plain_text(s),
-        (Kind::Text, Value::Str(s)) => plain_text(s),
-        (Kind::Text | Kind::Number | Kind::Status | Kind::Count, Value::Null) => true,
-        (Kind::Number | Kind::Start, Value::Float(f)) => -1e300 < f && f < 1e300,
-        (Kind::Status, Value::Int(i)) => i32::try_from(i).is_ok(),
-        (Kind::Count, Value::Int(i)) => i >= 0,
-        _ => false,
-    };
-    ok.then_some(v)
-}
-
-/// The five values of each item, read by attribute (an `Attempt`) or by key (a dict; a missing key is None).
-fn items<'py>(list: &Bound<'py, PyAny>, names: &[Py<PyString>]) -> Option<Vec<[Bound<'py, PyAny>; 5]>> {
+/// The five values of each item of a list: by attribute for attempts (`Attempt` objects: `ctx.record()` reads
+/// them so), by key for DLP findings (dicts: a missing key is None). None for an item of another kind.
+fn items<'py>(list: &Bound<'py, PyAny>, names: &[Py<PyString>], by_key: bool) -> Option<Vec<[Bound<'py, PyAny>; 5]>> {
     let list = list.cast_exact::<PyList>().ok()?;
     let py = list.py();
     let mut out = Vec::with_capacity(list.len());
     for item in list.iter() {
+        let dict = item.cast_exact::<PyDict>().ok();
+        if dict.is_some() != by_key {
+            return None;
+        }
         let get = |name: &Py<PyString>| -> Option<Bound<'py, PyAny>> {
             let name = name.bind(py);
-            if let Ok(d) = item.cast_exact::<PyDict>() {
-                Some(d.get_item(name).ok()?.unwrap_or_else(|| py.None().into_bound(py)))
-            } else {
-                item.getattr(name).ok()
+            match dict {
+                Some(d) => Some(d.get_item(name).ok()?.unwrap_or_else(|| py.None().into_bound(py))),
+                None => item.getattr(name).ok(),
             }
         };
         out.push([
@@ -151,18 +107,18 @@ fn audit_record<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, access: bool) -> 
         objs.push(ctx.getattr(name.bind(py))?);
     }
     let (Some(attempts), Some(findings)) = (
-        items(&objs[ATTEMPTS], &names.attempt),
-        items(&objs[FINDINGS], &names.finding),
+        items(&objs[ATTEMPTS], &names.attempt, false),
+        items(&objs[FINDINGS], &names.finding, true),
     ) else {
         return Ok(None);
     };
     let mut fields = [Value::Null; 26];
     for (i, (obj, &kind)) in objs.iter().zip(KINDS.iter()).enumerate() {
         if kind != Kind::List {
-            let Some(v) = field(obj, kind) else {
-                return Ok(None);
-            };
-            fields[i] = v;
+            match scalar(obj) {
+                Some(v) if kind.keeps(v) => fields[i] = v,
+                _ => return Ok(None),
+            }
         }
     }
     let (Some(attempts), Some(findings)) = (values(&attempts), values(&findings)) else {
@@ -175,7 +131,7 @@ fn audit_record<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, access: bool) -> 
     };
     let text = PyString::new(py, &rec.canonical());
     let line = access.then(|| PyBytes::new(py, rec.access_line().as_bytes()));
-    let cols = PyTuple::new(py, [0usize, 2, 4, 5, 7, 9, 12].map(|i| &objs[i]))?;
+    let cols = PyTuple::new(py, COLUMNS.map(|i| &objs[i]))?;
     Ok(Some((text, line, cols)))
 }
 

@@ -1,21 +1,20 @@
 """The background writer: a bounded in-memory queue drained by one thread into batched inserts.
 
-Request path (after the response was sent): `submit()` normalises the record and makes its canonical text,
-which needs no ordering, so the writer thread holds the GIL only to hash, bind and insert (less time
-during which the event loop waits for it), then appends to a deque (no lock, no I/O). When the deque holds
-`queue_size`
-records, `submit()` chains the record on this process's *overflow chain* (`<chain id>-overflow`) and
-appends it to the spill file instead (a buffered write, never the database): records are never dropped
-silently. Two chains keep a crash from leaving a gap: each chain's rows become durable in seq order (the
-main chain batch by batch in the writer thread, the overflow chain row by row under its lock), so a
-process killed mid-batch loses only the tail of a chain, never a middle.
+Request path (after the response was sent): the record is reduced to its indexed columns and canonical text
+there, which needs no ordering, so the writer thread holds the GIL only to hash, bind and insert (less time
+during which the event loop waits for it). The gateway does it in one Rust call and hands the result to
+`submit_prepared()`; `submit()` does it in Python (`normalise`, `canonical`). Either appends to a deque (no
+lock, no I/O). When the deque holds `queue_size` records, the record is chained on this process's *overflow
+chain* (`<chain id>-overflow`) and appended to the spill file instead (a buffered write, never the database):
+records are never dropped silently. Two chains keep a crash from leaving a gap: each chain's rows become durable
+in seq order (the main chain batch by batch in the writer thread, the overflow chain row by row under its lock),
+so a process killed mid-batch loses only the tail of a chain, never a middle.
 
-Writer thread, every `flush_interval` (sooner when a batch is full): take up to `batch_size` records,
-normalise and chain them, insert them in one transaction. If the database fails, the batch goes to the
-spill file (fsynced) and new batches follow it there until a retry succeeds (backoff 0.5 s doubling to
-30 s); then the spill file is replayed (idempotent inserts) and truncated. It also fsyncs rows spilled
-by `submit`, writes checkpoints every `checkpoint_interval`, prunes by `retention_days`, and replays
-spill files left by processes that died.
+Writer thread, every `flush_interval` (sooner when a batch is full): take up to `batch_size` records, chain
+them, insert them in one transaction. If the database fails, the batch goes to the spill file (fsynced) and new
+batches follow it there until a retry succeeds (backoff 0.5 s doubling to 30 s); then the spill file is replayed
+(idempotent inserts) and truncated. It also fsyncs rows spilled by `submit`, writes checkpoints every
+`checkpoint_interval`, prunes by `retention_days`, and replays spill files left by processes that died.
 """
 
 from __future__ import annotations
@@ -76,7 +75,13 @@ class AuditWriter:
 
     # ---- request path -------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
-        self.submit_prepared(self._prepare(record))  # `_prepare` never raises: a bad record is kept minimal
+        try:
+            item = self._prepare(record)
+        except Exception:  # never raise into the request path (even a minimal record could not be made)
+            self.errors += 1
+            log.exception("audit submit failed")
+            return
+        self.submit_prepared(item)
 
     def submit_prepared(self, item: Prepared) -> None:
         """`submit` for a record already reduced to (`columns`, canonical text), as `audit_record` returns it."""
@@ -160,7 +165,8 @@ class AuditWriter:
                 return
 
     def _prepare(self, record: dict[str, Any]) -> Prepared:
-        """The normalised record and its canonical text; a record that cannot be either is kept in minimal form."""
+        """The normalised record's columns and canonical text; a record that cannot be normalised or written is
+        kept in minimal form."""
         try:
             rec = normalise(record, store_bodies=self.cfg.store_bodies)
             return columns(rec), canonical(rec).decode()
