@@ -148,10 +148,10 @@ const ACCESS: [(&str, Source); 15] = [
     ("ts", Source::Ts),
     ("client", Source::Field(1)),
     ("path", Source::Field(3)),
-    ("key_id", Source::Field(4)),
-    ("model", Source::Field(7)),
-    ("served_by", Source::Field(9)),
-    ("status", Source::Field(12)),
+    ("key_id", Source::Field(KEY_ID)),
+    ("model", Source::Field(REQUESTED_MODEL)),
+    ("served_by", Source::Field(SERVED_BY)),
+    ("status", Source::Field(STATUS)),
     ("error_code", Source::Field(13)),
     ("stream", Source::Field(14)),
     ("latency_ms", Source::Field(25)),
@@ -209,11 +209,10 @@ impl<'a> Record<'a> {
         out
     }
 
-    /// `ended_at or started_at`, Python's truthiness included.
+    /// `ended_at or started_at`: `ended_at` is a `Kind::Number`, so None and ±0.0 are its falsy values.
     fn ts(&self) -> Value<'a> {
         match self.fields[ENDED_AT] {
-            Value::Null | Value::Float(0.0) | Value::Int(0) | Value::Bool(false) => self.fields[STARTED_AT],
-            Value::Str("") => self.fields[STARTED_AT],
+            Value::Null | Value::Float(0.0) => self.fields[STARTED_AT],
             v => v,
         }
     }
