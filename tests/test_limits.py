@@ -372,3 +372,90 @@ def test_remaining_is_never_above_the_limit(limit: int, level: float) -> None:
     h = ratelimit_headers(LimitSpec(rpm=limit, tpm=limit), level, level)
     assert 0 <= int(h["x-ratelimit-remaining-requests"]) <= limit
     assert 0 <= int(h["x-ratelimit-remaining-tokens"]) <= limit
+
+
+# ---- admission on an upper bound of the prompt ------------------------------------------------------------------
+
+
+class ExactCount:
+    """The `exact` callable of `admit`: the prompt's real count, and how often it was asked for."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.calls = 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        return self.tokens
+
+
+def test_a_bound_that_fits_admits_without_counting_and_settle_charges_the_actual() -> None:
+    async def go() -> None:
+        lim, _ = limiter()
+        spec = LimitSpec(tpm=10_000)
+        exact = ExactCount(40)
+        a = await lim.admit("k", spec, 300, 100, exact)
+        assert exact.calls == 0 and a.reserved == 400  # the bound, reserved until settle
+        assert a.headers["x-ratelimit-remaining-tokens"] == "9600"
+        await lim.settle(a, 40, 10)
+        b = await lim.admit("k", spec, 0, 0)
+        assert b.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 50)
+
+    run(go)
+
+
+def test_a_bound_refused_for_tokens_is_counted_and_decided_on_the_count() -> None:
+    async def go() -> None:
+        lim, _ = limiter()
+        spec = LimitSpec(tpm=1000)
+        await lim.admit("k", spec, 850, 0)  # 150 left
+        exact = ExactCount(100)
+        a = await try_admit_bounded(lim, spec, 300, exact, max_completion=20)  # the bound (320) does not fit
+        assert isinstance(a, Admission) and a.reserved == 120  # the count (120) does
+        assert exact.calls == 1 and lim.stats()["rejected_tokens"] == 0
+        again = ExactCount(100)
+        refused = await try_admit_bounded(lim, spec, 300, again, max_completion=20)  # 30 left: neither fits
+        assert isinstance(refused, RateLimited) and "tokens per minute" in refused.message
+        assert refused.headers["Retry-After"] == "6"  # the wait for the count's 120 tokens, not the bound's 320
+        assert again.calls == 1
+        assert lim.stats()["rejected_tokens"] == 1  # the refused bound is not a second refusal
+
+    run(go)
+
+
+def test_a_bound_larger_than_the_budget_is_counted_before_refusing() -> None:
+    async def go() -> None:
+        lim, _ = limiter()
+        spec = LimitSpec(tpm=1000)
+        exact = ExactCount(900)
+        a = await try_admit_bounded(lim, spec, 5000, exact)
+        assert isinstance(a, Admission) and exact.calls == 1 and a.reserved == 900
+        refused = await try_admit_bounded(lim, spec, 5000, ExactCount(1001), key="k2")
+        assert isinstance(refused, RateLimited) and "Request too large: the prompt has 1001 tokens" in refused.message
+        assert lim.stats()["rejected_tokens"] == 1
+
+    run(go)
+
+
+def test_a_bound_refused_for_requests_alone_is_not_counted() -> None:
+    async def go() -> None:
+        lim, _ = limiter()
+        spec = LimitSpec(rpm=1, tpm=1_000_000)
+        await lim.admit("k", spec, 10, 0)
+        exact = ExactCount(5)
+        refused = await try_admit_bounded(lim, spec, 300, exact)
+        assert isinstance(refused, RateLimited) and "requests per minute" in refused.message
+        assert "tokens" not in refused.message.split(":", 1)[0]
+        assert exact.calls == 0
+        assert lim.stats()["rejected_requests"] == 1 and lim.stats()["rejected_tokens"] == 0
+
+    run(go)
+
+
+async def try_admit_bounded(
+    lim: MemoryLimiter, spec: LimitSpec, bound: int, exact: ExactCount, max_completion: int = 0, key: str = "k"
+) -> Admission | RateLimited:
+    try:
+        return await lim.admit(key, spec, bound, max_completion, exact)
+    except RateLimited as e:
+        return e

@@ -397,3 +397,33 @@ def _assert_alike(mem: tuple[str, object, dict[str, str]], red: tuple[str, objec
             assert abs(int(value) - int(red[2][name])) <= 1, (name, value, red[2][name])
         elif "reset" not in name:
             assert value == red[2][name], name
+
+
+def test_a_bound_refused_for_tokens_is_decided_on_the_exact_count(redis_url: str, prefix: str) -> None:
+    """Admission on an upper bound of the prompt (see `Limiter.admit`): one more round trip when the bound is
+    refused for tokens, the decision made on the count, and one refusal counted."""
+
+    async def go() -> None:
+        calls: list[int] = []
+
+        async def exact() -> int:
+            calls.append(100)
+            return 100
+
+        clock = FakeClock()
+        async with limiters(1, redis_url, prefix, clock) as (lim,):
+            spec = LimitSpec(tpm=1000)
+            await lim.admit("k", spec, 850, 0)
+            fits = await lim.admit("k", spec, 300, 20, exact)  # the bound (320) does not fit; the count (120) does
+            assert fits.reserved == 120 and len(calls) == 1
+            try:
+                await lim.admit("k", spec, 300, 20, exact)
+            except RateLimited as e:
+                assert e.headers["Retry-After"] == "6"  # the wait for the count's 120 tokens
+            else:
+                raise AssertionError("admitted over the budget")
+            assert len(calls) == 2 and lim.stats()["rejected_tokens"] == 1
+            roomy = await lim.admit("k2", spec, 300, 20, exact)  # the bound fits: no count
+            assert roomy.reserved == 320 and len(calls) == 2
+
+    run(go)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -109,12 +110,19 @@ class ChatHandler:
         limiter = self.gw.limiter
         spec = limiter.spec_for(key.limits, route.public_id, route.is_tier)
         prompt_tokens = 0
-        if spec.tpm is not None:  # counted before the call only when a token budget needs it
-            prompt_tokens = await _count_prompt(body["messages"], model)
-            ctx.prompt_tokens, ctx.prompt_tokens_source = prompt_tokens, "gateway"
+        exact = None
+        if spec.tpm is not None:  # a token budget needs the prompt's tokens before the call
+            if len(raw) * BOUND_SHARE <= spec.tpm and ctx.dlp_state != "redacted":
+                # The body's length bounds the prompt's tokens, and is small beside the budget: admit on the bound,
+                # count only if the bound is refused, and charge the actual tokens at settle.
+                prompt_tokens = len(raw)
+                exact = self._counter(body["messages"], model, ctx)
+            else:
+                prompt_tokens = await _count_prompt(body["messages"], model)
+                ctx.prompt_tokens, ctx.prompt_tokens_source = prompt_tokens, "gateway"
         max_out = body.get("max_tokens") or body.get("max_completion_tokens")
         try:
-            admission = await limiter.admit(key.id, spec, prompt_tokens, max_out)
+            admission = await limiter.admit(key.id, spec, prompt_tokens, max_out, exact)
         except GatewayError as e:
             if e.status == 429:
                 self.gw.metrics.rate_limited(e.message.split(":", 1)[0])
@@ -133,6 +141,15 @@ class ChatHandler:
                     ctx.prompt_tokens_source = "gateway"
             finally:  # the count may wait on a thread; whatever becomes of it, the admission is settled
                 await limiter.settle(admission, ctx.prompt_tokens or 0, ctx.completion_tokens or 0)
+
+    @staticmethod
+    def _counter(messages: list[Any], model: str, ctx: RequestContext) -> Callable[[], Awaitable[int]]:
+        async def count() -> int:
+            ctx.prompt_tokens = await _count_prompt(messages, model)
+            ctx.prompt_tokens_source = "gateway"
+            return ctx.prompt_tokens
+
+        return count
 
     async def _complete(
         self, route: Route, body: dict[str, Any], send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
@@ -269,6 +286,14 @@ def _apply_cap(body: dict[str, Any], route: Route) -> None:
         body["max_tokens"] = cap
 
 
+# A prompt never has more tokens than the request body has bytes: every token stands for at least one byte of a text,
+# every JSON escape decodes to no more bytes than it takes, and each message's JSON around its strings is longer than
+# the per-message overhead the count adds (tests/test_prompt_bound.py checks it; tool-call arguments that are not
+# strings, as the API requires, are the exception: docs/limits.md). When that bound is at most 1/BOUND_SHARE of the
+# key's tpm budget, admission reserves the bound instead of counting first: a request then over-reserves by at most
+# 0.1% of the budget until it settles with the actual usage, and the count (~15 µs in a loaded worker, more for long
+# prompts) leaves the path to the first byte; usually it is never made, as the provider reports the usage.
+BOUND_SHARE = 1000
 # Prompts with this many characters of text or more are counted in a worker thread (the count releases the
 # GIL): ordinary text counts at ~25 MB/s, one long word (the worst case) at ~5 MB/s, so on the event loop a
 # multi-megabyte prompt would stall every other request for up to a second. Below this, the worst case stays

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from workjet_fast.config import ConfigError, Problem
@@ -49,6 +49,7 @@ __all__ = [
     "Admission",
     "Limiter",
     "MemoryLimiter",
+    "Refused",
     "go_duration",
     "make_limiter",
 ]
@@ -113,16 +114,26 @@ def reservation(spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int 
     if spec.tpm is None:
         return 0
     if prompt_tokens > spec.tpm:
-        raise RateLimited(
+        raise Refused(
             f"Request too large: the prompt has {prompt_tokens} tokens, more than this key's limit of "
             f"{spec.tpm} tokens per minute.",
-            headers=ratelimit_headers(spec, 0.0, 0.0),
+            ratelimit_headers(spec, 0.0, 0.0),
+            2,
         )
     completion = estimate if max_completion_tokens is None else min(max_completion_tokens, estimate)
     return min(max(prompt_tokens, 0) + max(completion, 0), spec.tpm)
 
 
-def rejection(spec: LimitSpec, hit: int, wait: float, rpm_level: float, tpm_level: float) -> RateLimited:
+class Refused(RateLimited):
+    """A refusal by the limits themselves (not a backend outage); `hit` has bit 1 for rpm, 2 for tpm, 4 for
+    concurrency."""
+
+    def __init__(self, message: str, headers: dict[str, str], hit: int) -> None:
+        super().__init__(message, headers=headers)
+        self.hit = hit
+
+
+def rejection(spec: LimitSpec, hit: int, wait: float, rpm_level: float, tpm_level: float) -> Refused:
     """The 429 for a refused request. `hit` has bit 1 for rpm, 2 for tpm, 4 for concurrency; `wait` is seconds."""
     names, limits = [], []
     if hit & 1:
@@ -139,10 +150,11 @@ def rejection(spec: LimitSpec, hit: int, wait: float, rpm_level: float, tpm_leve
     retry = max(1, math.ceil(wait - 1e-6))
     headers["Retry-After"] = str(retry)
     # The text before the colon names the limits only (a bounded set, usable as a metric label).
-    return RateLimited(
+    return Refused(
         f"Rate limit reached for {' and '.join(names)}: this key allows {', '.join(limits)}. "
         f"Please retry in {retry} s.",
-        headers=headers,
+        headers,
+        hit,
     )
 
 
@@ -207,22 +219,42 @@ class Limiter(ABC):
         )
 
     async def admit(
-        self, key_id: str, spec: LimitSpec, prompt_tokens: int, max_completion_tokens: int | None
+        self,
+        key_id: str,
+        spec: LimitSpec,
+        prompt_tokens: int,
+        max_completion_tokens: int | None,
+        exact: Callable[[], Awaitable[int]] | None = None,
     ) -> Admission:
-        """Admit the request (reserving its tokens and a concurrency slot) or raise `errors.RateLimited`."""
+        """Admit the request (reserving its tokens and a concurrency slot) or raise `errors.RateLimited`.
+
+        With `exact`, `prompt_tokens` is an upper bound of the prompt's tokens and `exact()` counts them: the bound
+        is tried first, and the prompt is counted only when the bound is refused for tokens. The outcome is the one
+        the exact count alone would give at that instant; only the reservation is larger until `settle`.
+        """
         if spec.rpm is None and spec.tpm is None and spec.concurrency is None:
             self._counts["admitted"] += 1
             return Admission(key_id, spec, 0, None, {})
+        if exact is not None:
+            try:
+                return await self._admit(key_id, spec, reservation(spec, prompt_tokens, max_completion_tokens,
+                                                                   self._estimate))  # fmt: skip
+            except Refused as e:
+                if not e.hit & 2:
+                    self._count_rejection(e.hit)
+                    raise
+            prompt_tokens = await exact()
         try:
-            cost = reservation(spec, prompt_tokens, max_completion_tokens, self._estimate)
-        except RateLimited:
-            self._counts["rejected_tokens"] += 1
+            return await self._admit(key_id, spec, reservation(spec, prompt_tokens, max_completion_tokens,
+                                                               self._estimate))  # fmt: skip
+        except Refused as e:
+            self._count_rejection(e.hit)
             raise
-        return await self._admit(key_id, spec, cost)
 
     @abstractmethod
     async def _admit(self, key_id: str, spec: LimitSpec, cost: int) -> Admission:
-        """The backend's part of `admit`: some limit is set and `cost` tokens are to be reserved."""
+        """The backend's part of `admit`: some limit is set and `cost` tokens are to be reserved. A refusal raises
+        `Refused` (from `rejection`), which `admit` counts."""
 
     @abstractmethod
     async def settle(self, admission: Admission, prompt_tokens: int, completion_tokens: int) -> None:
@@ -277,7 +309,6 @@ class MemoryLimiter(Limiter):
         if conc is not None and self._inflight.get(key_id, 0) >= conc:
             hit |= 4
         if hit:
-            self._count_rejection(hit)
             raise rejection(spec, hit, wait, r_tat - now, t_tat - now)
         if rpm is not None:
             self._rpm_tat[key_id] = r_new

@@ -213,7 +213,6 @@ class RedisLimiter(Limiter):
         if self._log.down:
             self._log.recovered()
         if hit:
-            self._count_rejection(hit)
             raise rejection(spec, hit, float(wait_us) / 1e6, r_level, t_level)
         self._counts["admitted"] += 1
         if lease:
