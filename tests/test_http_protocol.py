@@ -36,7 +36,10 @@ class Transport:
     def resume_reading(self) -> None: ...
 
 
-def _cycle(cls: type[RequestResponseCycle], method: str, keep_alive: bool) -> tuple[Any, Transport, list[int]]:
+def _cycle(
+    cls: type[RequestResponseCycle], method: str, keep_alive: bool, loop: bool = False
+) -> tuple[Any, Transport, list[int]]:
+    """A cycle on a recording transport; `loop`: a FastCycle given the running loop, as `HttpProtocol` does."""
     transport = Transport()
     done: list[int] = []
     log = logging.getLogger("test")
@@ -53,12 +56,17 @@ def _cycle(cls: type[RequestResponseCycle], method: str, keep_alive: bool) -> tu
         keep_alive=keep_alive,
         on_response=lambda: done.append(1),
     )
+    if loop and cls is FastCycle:
+        cycle._loop = asyncio.get_running_loop()
     return cycle, transport, done
 
 
-async def _play(cls: type[RequestResponseCycle], method: str, keep_alive: bool, messages: list[Any]) -> tuple[Any, int]:
-    """What the client and the cycle end up with (compared between the two cycles), and how many writes it took."""
-    cycle, transport, done = _cycle(cls, method, keep_alive)
+async def _play(
+    cls: type[RequestResponseCycle], method: str, keep_alive: bool, messages: list[Any], loop: bool = False
+) -> tuple[Any, int]:
+    """What the client and the cycle end up with (compared between the two cycles), and how many writes it took.
+    The messages are sent without yielding to the event loop in between; the app yields after the last one."""
+    cycle, transport, done = _cycle(cls, method, keep_alive, loop)
     error = None
     for m in messages:
         try:
@@ -66,15 +74,16 @@ async def _play(cls: type[RequestResponseCycle], method: str, keep_alive: bool, 
         except Exception as e:  # the outcome compared includes uvicorn's errors
             error = (type(e).__name__, str(e))
             break
+    await asyncio.sleep(0)
     state = (cycle.response_started, cycle.response_complete, cycle.keep_alive, cycle.chunked_encoding)
     return (b"".join(transport.writes), transport.closed, len(done), state, error), len(transport.writes)
 
 
-def _same(method: str, keep_alive: bool, messages: list[Any]) -> int:
+def _same(method: str, keep_alive: bool, messages: list[Any], loop: bool = False) -> int:
     """Play the messages on both cycles; returns how many writes FastCycle made."""
 
     async def both() -> tuple[tuple[Any, int], tuple[Any, int]]:
-        ours = await _play(FastCycle, method, keep_alive, messages)
+        ours = await _play(FastCycle, method, keep_alive, messages, loop)
         return ours, await _play(RequestResponseCycle, method, keep_alive, messages)
 
     (ours, writes), (theirs, _) = asyncio.run(both())
@@ -110,9 +119,53 @@ def test_a_stream_sends_its_head_at_once_then_uvicorn_frames_the_chunks() -> Non
     assert len(writes) == 1 and writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
 
 
+STREAM = [(b"content-type", b"text/event-stream")]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [[_body(b"data: 2\n\n", True), _body(b"")], [_body(b"data: 2\n\n")], [_body(b"", True), _body(b"")]],
+)
+def test_a_stream_whose_first_event_is_at_hand_sends_it_with_the_head(tail: list[Any]) -> None:
+    """In the server (HttpProtocol gives the cycle its loop): an app that sends its first event without awaiting
+    anything in between sends it in the head's write; the bytes are uvicorn's."""
+    msgs = [_start(STREAM), _body(b"data: 1\n\n", True), *tail]
+    assert _same("POST", True, msgs, loop=True) == len(msgs) - 1
+    assert _same("POST", True, [_start(STREAM), _body(b"data: 1\n\n")], loop=True) == 1
+
+
+def test_a_stream_that_waits_for_its_first_event_sends_its_head_at_once() -> None:
+    async def play() -> tuple[list[bytes], list[bytes]]:
+        cycle, transport, _ = _cycle(FastCycle, "POST", True, loop=True)
+        await cycle.send(_start(STREAM))
+        assert transport.writes == []  # held while the app runs on
+        await asyncio.sleep(0)  # the app awaits something: the head leaves before the loop waits
+        after_wait = list(transport.writes)
+        await cycle.send(_body(b"data: 1\n\n", True))
+        await cycle.send(_body(b""))
+        return after_wait, transport.writes
+
+    after_wait, writes = asyncio.run(play())
+    assert len(after_wait) == 1 and after_wait[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    assert writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]  # uvicorn's framing, as before
+
+
+def test_a_stream_whose_client_left_before_its_first_event_gets_nothing() -> None:
+    async def play() -> tuple[bool, list[bytes]]:
+        cycle, transport, _ = _cycle(FastCycle, "POST", True, loop=True)
+        await cycle.send(_start(STREAM))
+        cycle.disconnected = True
+        await asyncio.sleep(0)
+        await cycle.send(_body(b"data: 1\n\n", True))
+        return cycle.response_complete, transport.writes
+
+    assert asyncio.run(play()) == (False, [])
+
+
 @pytest.mark.parametrize("keep_alive", [True, False])
 def test_a_closing_connection_is_closed_after_the_answer(keep_alive: bool) -> None:
     _same("POST", keep_alive, [_start(JSON), _body(b"{}")])
+    _same("POST", keep_alive, [_start(STREAM), _body(b"data: 1\n\n")], loop=True)
 
 
 @pytest.mark.parametrize(
@@ -140,10 +193,12 @@ def test_a_closing_connection_is_closed_after_the_answer(keep_alive: bool) -> No
 )
 def test_every_unusual_case_behaves_as_uvicorn(messages: list[Any]) -> None:
     _same("POST", True, messages)
+    _same("POST", True, messages, loop=True)
 
 
 def test_head_requests_go_through_uvicorn() -> None:
     _same("HEAD", True, [_start(JSON), _body(b"")])
+    _same("HEAD", True, [_start(STREAM), _body(b"")], loop=True)
 
 
 def test_a_disconnected_client_gets_nothing_more() -> None:
@@ -172,7 +227,7 @@ def test_random_headers_match_uvicorn() -> None:
             headers.append((name, value))
         body = b"x" * rng.randrange(0, 4)
         messages = [_start(headers, rng.choice([200, 201, 404, 500])), _body(body, rng.random() < 0.2), _body(b"")]
-        _same(rng.choice(["GET", "POST"]), rng.random() < 0.8, messages)
+        _same(rng.choice(["GET", "POST"]), rng.random() < 0.8, messages, loop=rng.random() < 0.5)
 
 
 def test_a_server_with_it_answers_on_a_kept_alive_connection_by_the_fast_path(
@@ -187,7 +242,7 @@ def test_a_server_with_it_answers_on_a_kept_alive_connection_by_the_fast_path(
 
     monkeypatch.setattr(FastCycle, "_start", spy)
     asyncio.run(_serve_and_ask(_free_port()))
-    assert taken == [True, True, True]
+    assert taken == [True, True, True, True, True]
 
 
 def _free_port() -> int:
@@ -197,8 +252,21 @@ def _free_port() -> int:
 
 
 async def _serve_and_ask(port: int) -> None:
+    gate = asyncio.Event()
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/stream":  # the first event at hand: it leaves with the head
+            await send(_start(STREAM))
+            await send(_body(b"data: 1\n\n", True))
+            await asyncio.sleep(0)
+            await send(_body(b"data: 2\n\n"))
+            return
+        if scope["path"] == "/slow":  # the first event waits on the client, which must see the head first
+            await send(_start(STREAM))
+            await gate.wait()
+            await send(_body(b"data: 1\n\n"))
             return
         await send(_start([(b"content-type", b"application/json"), (b"content-length", b"11")]))
         await send(_body(b'{"ok":true}'))
@@ -215,6 +283,12 @@ async def _serve_and_ask(port: int) -> None:
                 r = await client.get(f"http://127.0.0.1:{port}/")
                 assert r.status_code == 200 and r.json() == {"ok": True}
                 assert r.headers["content-length"] == "11" and "date" in r.headers
+            r = await client.get(f"http://127.0.0.1:{port}/stream")
+            assert r.text == "data: 1\n\ndata: 2\n\n" and r.headers["transfer-encoding"] == "chunked"
+            async with asyncio.timeout(10), client.stream("GET", f"http://127.0.0.1:{port}/slow") as slow:
+                assert slow.headers["content-type"] == "text/event-stream"  # before any event was sent
+                gate.set()
+                assert await slow.aread() == b"data: 1\n\n"
     finally:
         server.should_exit = True
         await task
@@ -223,9 +297,9 @@ async def _serve_and_ask(port: int) -> None:
 # ---- through run_asgi: apps that fail or stop half-way -----------------------------------------------------------
 
 
-def _run_app(cls: type[RequestResponseCycle], app: Any) -> Any:
+def _run_app(cls: type[RequestResponseCycle], app: Any, loop: bool = False) -> Any:
     async def go() -> Any:
-        cycle, transport, done = _cycle(cls, "POST", True)
+        cycle, transport, done = _cycle(cls, "POST", True, loop)
         logging.getLogger("test").disabled = True  # uvicorn logs the failures these apps are made of
         try:
             await cycle.run_asgi(app)
@@ -269,7 +343,11 @@ def _one_shot(headers: list[tuple[bytes, bytes]]) -> Any:
             _body(b"{}"),
         ),
         lambda: _app(_start([(b"content-type", b"text/event-stream")]), _body(b"data: 1\n\n", True), fail=True),
+        lambda: _app(_start([(b"content-type", b"text/event-stream")]), fail=True),  # failed before its first event
+        lambda: _app(_start([(b"content-type", b"text/event-stream")])),  # returned without an event
     ],
 )
 def test_apps_that_fail_or_stop_half_way_get_uvicorns_bytes(make_app: Any) -> None:
-    assert _run_app(FastCycle, make_app()) == _run_app(RequestResponseCycle, make_app())
+    theirs = _run_app(RequestResponseCycle, make_app())
+    assert _run_app(FastCycle, make_app()) == theirs
+    assert _run_app(FastCycle, make_app(), loop=True) == theirs

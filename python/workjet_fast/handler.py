@@ -196,14 +196,16 @@ class ChatHandler:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             t_up = time.perf_counter()
+            last = b""  # the output of the piece that ended the stream, sent with the tail in one write
             try:
                 async for piece in upstream:
                     out = relay.feed(piece)
+                    if relay.done:
+                        last = out
+                        break
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
-                    if relay.done:
-                        break
-                tail = relay.finish()
+                tail = last + relay.finish()
             except UpstreamFailure as f:
                 # After the first byte nothing is retried: tell the client in the stream and end it cleanly.
                 tail = relay.finish() + _sse_error(f"The upstream stream failed: {f.message}", "provider_error")

@@ -2,9 +2,11 @@
 
 uvicorn walks a response's headers in Python (two regular expressions, a lower-casing and three comparisons per
 header); the gateway's answers carry a dozen headers. `FastCycle.send` builds the head in one Rust call
-(`response_head`, the same bytes by uvicorn's rules) and, when the headers declare a Content-Length, holds it
-until the body so that head and body leave in one write: one system call and one packet instead of two. Streamed
-(chunked) responses send their head at once, so a client sees a slow stream's headers before its first event.
+(`response_head`, the same bytes by uvicorn's rules) and holds it until the body so that head and body leave in
+one write: one system call and one packet instead of two. A Content-Length head waits for its body. A streamed
+(chunked) head waits only as long as the app runs without yielding to the event loop: when its first event is
+already at hand (the upstream sent it with its own head) they leave together, and otherwise the head leaves as
+soon as the app awaits anything, so a client sees a slow stream's headers before its first event.
 
 Only the plain case takes this path: headers uvicorn would reject or treat specially (`connection`,
 `transfer-encoding`, an unusual `content-length`), headers not in a list or tuple, HEAD requests, 1xx/204/304
@@ -16,6 +18,7 @@ and the errors against uvicorn's, message by message and through `run_asgi`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
@@ -31,6 +34,7 @@ class FastCycle(RequestResponseCycle):
     """A `RequestResponseCycle` whose plain response heads are built in Rust and leave with the body."""
 
     _held: bytes | None = None  # a head waiting for the first body write
+    _loop: asyncio.AbstractEventLoop | None = None  # set by HttpProtocol; without it a stream's head leaves at once
 
     async def run_asgi(self, app: Any) -> None:
         async def app_then_head(scope: Any, receive: Any, send: Any) -> Any:
@@ -46,7 +50,9 @@ class FastCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         kind = message.get("type")
         if self._held is not None:
-            if kind == "http.response.body" and await self._send_body(message):
+            if kind == "http.response.body" and await (
+                self._send_chunk(message) if self.chunked_encoding else self._send_body(message)
+            ):
                 return
             self._release_head()
         elif (
@@ -83,11 +89,40 @@ class FastCycle(RequestResponseCycle):
         self.waiting_for_100_continue = False
         if length < 0:
             self.chunked_encoding = True
-            self.transport.write(head)
+            if self._loop is None:
+                self.transport.write(head)
+            else:
+                # Released by the first body, or by this callback when the app yields before it: the callback runs
+                # before the event loop next waits for I/O, so holding never delays the head behind a wait.
+                self._held = head
+                self._loop.call_soon(self._release_head)
         else:
             self.chunked_encoding = False
             self.expected_content_length = length
             self._held = head
+        return True
+
+    async def _send_chunk(self, message: Any) -> bool:
+        """The first body write of a chunked response, with the held head; False: uvicorn decides."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()  # a yield: the head may have left meanwhile
+        if self.disconnected:
+            self._held = None
+            return True  # what uvicorn does: the message is dropped
+        body = message.get("body", b"")
+        held = self._held
+        if held is None or type(body) is not bytes:
+            return False
+        self._held = None
+        more_body = message.get("more_body", False)
+        end = b"" if more_body else b"0\r\n\r\n"
+        self.transport.write(b"%s%x\r\n%s\r\n%s" % (held, len(body), body, end) if body else held + end)
+        if not more_body:
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
         return True
 
     async def _send_body(self, message: Any) -> bool:
@@ -126,4 +161,5 @@ class HttpProtocol(HttpToolsProtocol):
         # (tests/test_http_protocol.py checks that a served request takes the fast path).
         if type(cycle) is RequestResponseCycle:
             cycle.__class__ = FastCycle
+            cycle._loop = self.loop  # type: ignore[attr-defined]
         super()._start_asgi_task(cycle, app)
