@@ -25,6 +25,9 @@ from workjet_fast import handler
 from workjet_fast._workjet_fast import count_chat_tokens
 from workjet_fast.app import create_app
 from workjet_fast.config import load_settings
+from workjet_fast.errors import BadRequest
+from workjet_fast.pipeline.limits import MemoryLimiter, make_limiter
+from workjet_fast.pipeline.route import Router
 from workjet_fast.pipeline.validate import ROLES, parse_body, validate_chat
 
 MODELS = ["gpt-4o", "gpt-4", "gpt-3.5-turbo-0301", "claude-4-sonnet"]  # o200k, cl100k, the old template, other
@@ -152,3 +155,71 @@ def test_a_redacted_prompt_is_counted_before_the_call(
         r = c.post("/v1/chat/completions", json=body, headers=auth)
     assert r.status_code == 200 and r.headers["x-workjet-dlp"] == "redacted"
     assert counts == [0]
+
+
+class Frozen:
+    """A clock that does not move: the bucket does not refill between the requests of a test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _frozen_limiter(monkeypatch: pytest.MonkeyPatch) -> list[MemoryLimiter]:
+    made: list[MemoryLimiter] = []
+
+    def make(*a: Any) -> Any:
+        lim = make_limiter(*a)
+        assert isinstance(lim, MemoryLimiter)
+        lim._clock = Frozen()
+        made.append(lim)
+        return lim
+
+    monkeypatch.setattr("workjet_fast.gateway.make_limiter", make)
+    return made
+
+
+def test_a_bound_refused_near_the_end_of_the_budget_is_decided_on_the_count(
+    tmp_path: Path, fake_upstream: FakeOpenAI, counts: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = _frozen_limiter(monkeypatch)
+    tpm = 200_000
+    raw = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10})
+    assert len(raw) * handler.BOUND_SHARE <= tpm
+    exact = count_chat_tokens([("user", "hello", None)], "gpt-4o-mini")
+    client, auth = _client(tmp_path, fake_upstream, tpm)
+
+    def leave(lim: MemoryLimiter, tokens: int) -> None:  # the key's budget has `tokens` left
+        (key,) = lim._tpm_tat
+        lim._tpm_tat[key] = lim._clock() + (tpm - tokens) * 60 / tpm
+
+    with client as c:
+        assert c.post("/v1/chat/completions", content=raw, headers=auth).status_code == 200
+        (lim,) = made
+        assert counts == []
+        leave(lim, 50)  # the bound's reservation (len + 10) does not fit; the count's (exact + 10) does
+        assert exact + 10 <= 50 < len(raw) + 10
+        fits = c.post("/v1/chat/completions", content=raw, headers=auth)
+        assert fits.status_code == 200 and counts == [1]  # counted once, before the upstream call
+        assert _remaining(fits) == 50 - (exact + 10)
+        leave(lim, exact + 9)  # now the count does not fit either
+        refused = c.post("/v1/chat/completions", content=raw, headers=auth)
+        assert refused.status_code == 429 and "tokens per minute" in refused.json()["error"]["message"]
+        assert counts == [1, 2] and lim.stats()["rejected_tokens"] == 1
+
+
+def test_a_prompt_admitted_on_its_bound_is_counted_when_no_provider_was_reached(
+    tmp_path: Path, fake_upstream: FakeOpenAI, counts: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*_: Any) -> Any:  # e.g. a provider's request conversion refusing the body
+        raise BadRequest("not for this provider")
+
+    monkeypatch.setattr(Router, "complete", refuse)
+    client, auth = _client(tmp_path, fake_upstream, 10_000_000)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+    with client as c:
+        r = c.post("/v1/chat/completions", json=body, headers=auth)
+    assert r.status_code == 400 and fake_upstream.requests == []
+    assert counts == [0]  # counted after the failure, as the counted path would have before the call

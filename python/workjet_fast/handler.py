@@ -135,8 +135,10 @@ class ChatHandler:
                 await self._complete(route, body, send, ctx, headers)
         finally:
             try:
-                if ctx.prompt_tokens is None and ctx.attempts:
-                    # No budget needed it and the provider reported no usage: count now, after the response.
+                if ctx.prompt_tokens is None and (ctx.attempts or exact is not None):
+                    # Not counted before the call (no budget needed it, or its bound was admitted) and the provider
+                    # reported no usage: count now, after the response. A prompt admitted on its bound is counted
+                    # even when no provider was reached, as it would have been before the call.
                     ctx.prompt_tokens = await _count_prompt(body["messages"], model)
                     ctx.prompt_tokens_source = "gateway"
             finally:  # the count may wait on a thread; whatever becomes of it, the admission is settled
@@ -294,7 +296,8 @@ def _apply_cap(body: dict[str, Any], route: Route) -> None:
 # strings, as the API requires, are the exception: docs/limits.md). When that bound is at most 1/BOUND_SHARE of the
 # key's tpm budget, admission reserves the bound instead of counting first: a request then over-reserves by at most
 # 0.1% of the budget until it settles with the actual usage, and the count (~15 µs in a loaded worker, more for long
-# prompts) leaves the path to the first byte; usually it is never made, as the provider reports the usage.
+# prompts) leaves the path to the first byte; it is never made when the provider reports the usage. In-flight
+# requests add up: N of them over-reserve by at most N x 0.1% (docs/limits.md).
 BOUND_SHARE = 1000
 # Prompts with this many characters of text or more are counted in a worker thread (the count releases the
 # GIL): ordinary text counts at ~25 MB/s, one long word (the worst case) at ~5 MB/s, so on the event loop a

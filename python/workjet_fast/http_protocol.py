@@ -103,15 +103,15 @@ class FastCycle(RequestResponseCycle):
         return True
 
     async def _send_chunk(self, message: Any) -> bool:
-        """The first body write of a chunked response, with the held head; False: uvicorn decides."""
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()  # a yield: the head may have left meanwhile
+        """The first body write of a chunked response, with the held head; False: uvicorn decides. No yield comes
+        between the head and this write (the callback would have released the head), so writing cannot have
+        been paused since `_start` checked."""
         if self.disconnected:
             self._held = None
             return True  # what uvicorn does: the message is dropped
         body = message.get("body", b"")
         held = self._held
-        if held is None or type(body) is not bytes:
+        if held is None or type(body) is not bytes or self.flow.write_paused:
             return False
         self._held = None
         more_body = message.get("more_body", False)

@@ -5,6 +5,7 @@ The request path calls, in this order::
     limiter = make_limiter(settings.limits, settings.server.workers)       # once, at startup
     spec = limiter.spec_for(key.limits, public_id, is_tier)                 # per request, no I/O
     admission = await limiter.admit(key.id, spec, prompt_tokens, max_completion_tokens)  # may raise RateLimited
+    # or admit(key.id, spec, bound, max_completion_tokens, exact=count): an upper bound, counted only if refused
     try:
         ...                                                                 # call the provider, stream back
     finally:
