@@ -118,12 +118,16 @@ class FastCycle(RequestResponseCycle):
         end = b"" if more_body else b"0\r\n\r\n"
         self.transport.write(b"%s%x\r\n%s\r\n%s" % (held, len(body), body, end) if body else held + end)
         if not more_body:
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
+            self._end()
         return True
+
+    def _end(self) -> None:
+        """uvicorn's bookkeeping after a response's last write."""
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
     async def _send_body(self, message: Any) -> bool:
         """The first body write of a Content-Length response, with the held head; False: uvicorn decides."""
@@ -144,11 +148,7 @@ class FastCycle(RequestResponseCycle):
         self.expected_content_length = left
         self.transport.write(held + body if body else held)
         if not more_body:
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
+            self._end()
         return True
 
 
