@@ -238,19 +238,20 @@ class Limiter(ABC):
             return Admission(key_id, spec, 0, None, {})
         if exact is not None:
             try:
-                return await self._admit(key_id, spec, reservation(spec, prompt_tokens, max_completion_tokens,
-                                                                   self._estimate))  # fmt: skip
+                return await self._reserve(key_id, spec, prompt_tokens, max_completion_tokens)
             except Refused as e:
                 if not e.hit & 2:
                     self._count_rejection(e.hit)
                     raise
             prompt_tokens = await exact()
         try:
-            return await self._admit(key_id, spec, reservation(spec, prompt_tokens, max_completion_tokens,
-                                                               self._estimate))  # fmt: skip
+            return await self._reserve(key_id, spec, prompt_tokens, max_completion_tokens)
         except Refused as e:
             self._count_rejection(e.hit)
             raise
+
+    async def _reserve(self, key_id: str, spec: LimitSpec, prompt_tokens: int, max_out: int | None) -> Admission:
+        return await self._admit(key_id, spec, reservation(spec, prompt_tokens, max_out, self._estimate))
 
     @abstractmethod
     async def _admit(self, key_id: str, spec: LimitSpec, cost: int) -> Admission:
