@@ -41,10 +41,15 @@ def limiter(**cfg: object) -> tuple[MemoryLimiter, FakeClock]:
 
 
 async def try_admit(
-    lim: MemoryLimiter, spec: LimitSpec, prompt: int = 0, max_completion: int | None = 0, key: str = "k"
+    lim: MemoryLimiter,
+    spec: LimitSpec,
+    prompt: int = 0,
+    max_completion: int | None = 0,
+    key: str = "k",
+    exact: Callable[[], Awaitable[int]] | None = None,
 ) -> Admission | RateLimited:
     try:
-        return await lim.admit(key, spec, prompt, max_completion)
+        return await lim.admit(key, spec, prompt, max_completion, exact)
     except RateLimited as e:
         return e
 
@@ -410,11 +415,11 @@ def test_a_bound_refused_for_tokens_is_counted_and_decided_on_the_count() -> Non
         spec = LimitSpec(tpm=1000)
         await lim.admit("k", spec, 850, 0)  # 150 left
         exact = ExactCount(100)
-        a = await try_admit_bounded(lim, spec, 300, exact, max_completion=20)  # the bound (320) does not fit
+        a = await try_admit(lim, spec, 300, 20, exact=exact)  # the bound (320) does not fit
         assert isinstance(a, Admission) and a.reserved == 120  # the count (120) does
         assert exact.calls == 1 and lim.stats()["rejected_tokens"] == 0
         again = ExactCount(100)
-        refused = await try_admit_bounded(lim, spec, 300, again, max_completion=20)  # 30 left: neither fits
+        refused = await try_admit(lim, spec, 300, 20, exact=again)  # 30 left: neither fits
         assert isinstance(refused, RateLimited) and "tokens per minute" in refused.message
         assert refused.headers["Retry-After"] == "6"  # the wait for the count's 120 tokens, not the bound's 320
         assert again.calls == 1
@@ -428,9 +433,9 @@ def test_a_bound_larger_than_the_budget_is_counted_before_refusing() -> None:
         lim, _ = limiter()
         spec = LimitSpec(tpm=1000)
         exact = ExactCount(900)
-        a = await try_admit_bounded(lim, spec, 5000, exact)
+        a = await try_admit(lim, spec, 5000, exact=exact)
         assert isinstance(a, Admission) and exact.calls == 1 and a.reserved == 900
-        refused = await try_admit_bounded(lim, spec, 5000, ExactCount(1001), key="k2")
+        refused = await try_admit(lim, spec, 5000, key="k2", exact=ExactCount(1001))
         assert isinstance(refused, RateLimited) and "Request too large: the prompt has 1001 tokens" in refused.message
         assert lim.stats()["rejected_tokens"] == 1
 
@@ -443,19 +448,10 @@ def test_a_bound_refused_for_requests_alone_is_not_counted() -> None:
         spec = LimitSpec(rpm=1, tpm=1_000_000)
         await lim.admit("k", spec, 10, 0)
         exact = ExactCount(5)
-        refused = await try_admit_bounded(lim, spec, 300, exact)
+        refused = await try_admit(lim, spec, 300, exact=exact)
         assert isinstance(refused, RateLimited) and "requests per minute" in refused.message
         assert "tokens" not in refused.message.split(":", 1)[0]
         assert exact.calls == 0
         assert lim.stats()["rejected_requests"] == 1 and lim.stats()["rejected_tokens"] == 0
 
     run(go)
-
-
-async def try_admit_bounded(
-    lim: MemoryLimiter, spec: LimitSpec, bound: int, exact: ExactCount, max_completion: int = 0, key: str = "k"
-) -> Admission | RateLimited:
-    try:
-        return await lim.admit(key, spec, bound, max_completion, exact)
-    except RateLimited as e:
-        return e

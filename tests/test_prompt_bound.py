@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from tests.conftest import WORKJET, base_config
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.test_dlp_e2e import CARD
+from tests.test_limits import FakeClock
 from workjet_fast import handler
 from workjet_fast._workjet_fast import count_chat_tokens
 from workjet_fast.app import create_app
@@ -157,23 +158,13 @@ def test_a_redacted_prompt_is_counted_before_the_call(
     assert counts == [0]
 
 
-class Frozen:
-    """A clock that does not move: the bucket does not refill between the requests of a test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _frozen_limiter(monkeypatch: pytest.MonkeyPatch) -> list[MemoryLimiter]:
     made: list[MemoryLimiter] = []
 
     def make(*a: Any) -> Any:
         lim = make_limiter(*a)
         assert isinstance(lim, MemoryLimiter)
-        lim._clock = Frozen()
+        lim._clock = FakeClock()  # the bucket does not refill between the requests of a test
         made.append(lim)
         return lim
 
