@@ -7,8 +7,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tests.test_audit_store import ENGINES, fill, fresh_store, rec
+from workjet_fast._workjet_fast import chain_hashes
 from workjet_fast.audit.chain import GENESIS, Chain, make_checkpoint, row_hash, verify
 from workjet_fast.audit.store import AuditStore
 
@@ -159,3 +161,34 @@ def test_forged_anchor_is_detected(store: AuditStore) -> None:
 def test_chain_lengths(store: AuditStore, n: int) -> None:
     chained(store, n)
     assert verify(store, KEY).rows == n and verify(store, KEY).ok
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.integers(min_value=0, max_value=2**63),
+    st.lists(st.text(max_size=300), max_size=6),
+)
+@settings(max_examples=200)
+def test_the_writers_batch_hashes_are_row_hash_one_by_one(chain_id: str, seq: int, texts: list[str]) -> None:
+    texts = [t.encode("utf-8", "replace").decode() for t in texts]  # the record texts are valid UTF-8
+    chain_id = chain_id.encode("utf-8", "replace").decode()
+    prev = GENESIS
+    expected = []
+    for i, text in enumerate(texts):
+        prev = row_hash(chain_id, seq + 1 + i, prev, text)
+        expected.append(prev)
+    assert chain_hashes(chain_id, seq + 1, GENESIS, texts) == expected
+
+
+def cols(request_id: str) -> tuple[str, float, None, None, None, None, int]:
+    return (request_id, 1.0, None, None, None, None, 200)
+
+
+def test_a_batch_that_cannot_be_hashed_leaves_the_chain_as_it_was() -> None:
+    chain = Chain("c")
+    chain.link([rec(0)])
+    mark = chain.seq, chain.head
+    with pytest.raises(UnicodeEncodeError):
+        chain.link_prepared([(cols("r1"), "{}"), (cols("r2"), "\ud800")])  # a lone surrogate: not UTF-8
+    assert (chain.seq, chain.head) == mark
+    assert chain.link([rec(1)])[0].prev_hash == mark[1]

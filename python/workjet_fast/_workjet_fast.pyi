@@ -225,6 +225,10 @@ def response_head(
 
 from typing import Any  # noqa: E402 (kept inside this section)
 
+def chain_hashes(chain_id: str, first_seq: int, prev: str, records: list[str]) -> list[str]:
+    """The hex SHA-256 of ``chain_id \\n seq \\n prev_hash \\n record`` for each record, numbered from
+    ``first_seq``, the first linked to ``prev`` and each to the one before: ``chain.row_hash`` for a whole run."""
+
 def audit_record(
     ctx: Any, access: bool
 ) -> tuple[str, bytes | None, tuple[str, float, Any, Any, Any, Any, int | None]] | None:

@@ -1,11 +1,15 @@
-//! Python glue for `crate::audit`: `audit_record`, one call per request for the audit log and the access log.
+//! Python glue for `crate::audit`: `audit_record`, one call per request for the audit log and the access log, and
+//! `chain_hashes`, one call per batch of the audit writer.
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::audit::{ATTEMPT_FIELDS, ATTEMPTS, COLUMNS, FIELDS, FINDING_FIELDS, FINDINGS, KINDS, Kind, Record, Value};
+use crate::audit::{
+    self, ATTEMPT_FIELDS, ATTEMPTS, COLUMNS, FIELDS, FINDING_FIELDS, FINDINGS, KINDS, Kind, Record, Value,
+};
 
 /// The attribute and key names, interned once: making them per call cost more than the rest of the call.
 struct Names {
@@ -135,7 +139,15 @@ fn audit_record<'py>(py: Python<'py>, ctx: &Bound<'py, PyAny>, access: bool) -> 
     Ok(Some((text, line, cols)))
 }
 
+/// The `hash` of each of `records` (canonical texts) chained from `prev`, the first numbered `first_seq`, as
+/// `chain.row_hash` makes them one by one (`crate::audit::chain_hashes`); hashed without the GIL.
+#[pyfunction]
+fn chain_hashes(py: Python<'_>, chain_id: &str, first_seq: u64, prev: &str, records: Vec<PyBackedStr>) -> Vec<String> {
+    py.detach(|| audit::chain_hashes(chain_id, first_seq, prev, &records))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(audit_record, m)?)?;
+    m.add_function(wrap_pyfunction!(chain_hashes, m)?)?;
     Ok(())
 }

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
+from workjet_fast._workjet_fast import chain_hashes
 from workjet_fast.audit.record import Columns, canonical, columns
 
 if TYPE_CHECKING:
@@ -75,10 +76,6 @@ def make_checkpoint(key: str, chain_id: str, seq: int, kind: str, head_hash: str
     return Checkpoint(chain_id, seq, kind, head_hash, seq, created_at, mac)
 
 
-def _row(chain_id: str, seq: int, prev: str, cols: Columns, text: str) -> Row:
-    return Row(chain_id, seq, *cols, text, prev, row_hash(chain_id, seq, prev, text))
-
-
 class Chain:
     """The sequencer of one writer process: assigns seq and links rows, under a lock."""
 
@@ -93,13 +90,16 @@ class Chain:
         return self.link_prepared((columns(rec), canonical(rec).decode()) for rec in records)
 
     def link_prepared(self, items: Iterable[tuple[Columns, str]]) -> list[Row]:
-        """`link` for records already reduced to (`columns(record)`, `canonical(record)` as text)."""
+        """`link` for records already reduced to (`columns(record)`, `canonical(record)` as text).
+
+        The hashes of the whole run come from one Rust call (`chain_hashes`, `row_hash` row by row)."""
+        items = list(items)
+        chain_id, seq, head = self.chain_id, self.seq, self.head
         out: list[Row] = []
-        seq, head = self.seq, self.head
-        for cols, text in items:
-            row = _row(self.chain_id, seq + 1, head, cols, text)
-            seq, head = row.seq, row.hash
-            out.append(row)
+        for (cols, text), h in zip(items, chain_hashes(chain_id, seq + 1, head, [t for _, t in items]), strict=True):
+            seq += 1
+            out.append(Row(chain_id, seq, *cols, text, head, h))
+            head = h
         self.seq, self.head = seq, head  # only once every row is built: an error leaves no gap
         return out
 

@@ -1,9 +1,10 @@
 """The background writer: a bounded in-memory queue drained by one thread into batched inserts.
 
 Request path (after the response was sent): the record is reduced to its indexed columns and canonical text
-there, which needs no ordering, so the writer thread holds the GIL only to hash, bind and insert (less time
-during which the event loop waits for it). The gateway does it in one Rust call and hands the result to
-`submit_prepared()`; `submit()` does it in Python (`normalise`, `canonical`). Either appends to a deque (no
+there, which needs no ordering, so the writer thread holds the GIL only to link, bind and insert (less time
+during which the event loop waits for it; a batch's hashes are one Rust call, made without the GIL). The
+gateway reduces the record in one Rust call and hands the result to `submit_prepared()`; `submit()` reduces
+it in Python (`normalise`, `canonical`). Either appends to a deque (no
 lock, no I/O). When the deque holds `queue_size` records, the record is chained on this process's *overflow
 chain* (`<chain id>-overflow`) and appended to the spill file instead (a buffered write, never the database):
 records are never dropped silently. Two chains keep a crash from leaving a gap: each chain's rows become durable
