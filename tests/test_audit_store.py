@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
+from workjet_fast.audit import store as store_module
 from workjet_fast.audit.chain import Chain, make_checkpoint, verify
 from workjet_fast.audit.record import normalise
 from workjet_fast.audit.store import AuditStore, Filters, InvalidCursor, parse_status, parse_time
@@ -105,6 +106,22 @@ def test_insert_is_idempotent(store: AuditStore) -> None:
     store.insert(rows[3:])  # a replay after a crash
     assert store.count() == 10
     assert verify(store).ok
+
+
+def test_batches_of_any_size_take_a_few_statement_sizes(store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A connection caches one prepared statement per distinct SQL text, ~2.4 KB per row on SQLite: batches of every
+    # size must not each get their own (with sizes 1 to 128 a worker's memory grew by ~20 MB).
+    sizes: list[int] = []
+    real = store_module._insert_rows_sql
+    monkeypatch.setattr(store_module, "_insert_rows_sql", lambda n: sizes.append(n) or real(n))
+    chain = Chain("c")
+    total = 0
+    for n in [*range(1, 40), 127, 128, 300]:
+        store.insert(chain.link(rec(total + i) for i in range(n)))
+        total += n
+    assert store.count() == total and verify(store).ok
+    assert set(sizes) <= {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert sizes[-4:] == [256, 32, 8, 4]  # 300 rows: the largest sizes first
 
 
 def test_filters(store: AuditStore) -> None:
