@@ -229,6 +229,23 @@ def test_submit_never_raises_even_when_no_minimal_record_can_be_made(tmp_path: P
     assert log._writer is not None and log._writer.errors == 1
 
 
+def test_a_record_that_cannot_be_hashed_is_kept_in_minimal_form_and_leaves_no_gap(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/audit.db"
+    log = AuditLog.open(cfg_for(tmp_path, flush_interval=60.0), url)
+    log.start()
+    cols = ("req-bad", 1_700_000_000.0, "k1", None, "gpt-4o-mini", None, 200)
+    log.submit(record(1))
+    log.submit_prepared(cols, '{"request_id":"req-bad","user":"\ud800"}')  # a lone surrogate: no UTF-8 to hash
+    log.submit(record(2))
+    assert log.close()
+    assert log.stats()["written"] == 3
+    store = AuditStore.open(url)
+    got = {r["request_id"]: r for r in store.export(Filters())}
+    assert verify(store).ok  # seq 1, 2, 3 with no gap
+    store.close()
+    assert got["req-bad"]["error_code"] == "audit_record_malformed" and "req-1" in got and "req-2" in got
+
+
 def test_hostile_values_are_stored_on_both_engines(tmp_path: Path, url: str) -> None:
     log = AuditLog.open(cfg_for(tmp_path), url)
     log.start()

@@ -112,7 +112,7 @@ class AuditStore:
         """Insert rows (and a checkpoint) in one transaction; rows already present are skipped."""
         with self.db.transaction() as cur:
             # Multi-row INSERTs: 2x faster than executemany on SQLite, 1.2x on PostgreSQL. Their sizes are powers
-            # of two, so a connection caches at most nine statements. Each cached statement holds its program,
+            # of two, so a connection caches at most nine of them. Each cached statement holds its program,
             # ~2.4 KB per row on SQLite: with one statement for every batch size from 1 to 128, a worker held
             # ~20 MB more, and its resident memory grew as new sizes appeared.
             i = 0
