@@ -2,7 +2,7 @@
 
 Request path (after the response was sent): the record is reduced to its indexed columns and canonical text
 there, which needs no ordering, so the writer thread holds the GIL only to link, bind and insert (less time
-during which the event loop waits for it; a batch's hashes are one Rust call, made without the GIL). The
+during which the event loop waits for it; a batch's hashes are one Rust call, without the GIL from 16 KiB). The
 gateway reduces the record in one Rust call and hands the result to `submit_prepared()`; `submit()` reduces
 it in Python (`normalise`, `canonical`). Either appends to a deque (no
 lock, no I/O). When the deque holds `queue_size` records, the record is chained on this process's *overflow
