@@ -89,10 +89,11 @@ class AuditLog:
     def stats(self) -> dict[str, int]:
         """Counters since start: queued (accepted by submit), written, spilled, dropped (0 unless the
         spill file failed while the database was down, or the database refused a row), replayed, batches,
-        queue_depth."""
+        queue_depth, writer_boosts (writers started at normal priority because the background one fell behind)."""
         w = self._writer
         if w is None:
-            return dict.fromkeys(("queued", "written", "spilled", "dropped", "replayed", "batches", "queue_depth"), 0)
+            keys = ("queued", "written", "spilled", "dropped", "replayed", "batches", "queue_depth", "writer_boosts")
+            return dict.fromkeys(keys, 0)
         depth = w.queue_depth()
         return {
             "queued": w.drained + depth + w.overflowed,
@@ -102,6 +103,7 @@ class AuditLog:
             "replayed": w.replayed,
             "batches": w.batches,
             "queue_depth": depth,
+            "writer_boosts": w.boosts,
         }
 
     @property

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -40,6 +42,8 @@ Prepared = tuple[Columns, str]  # a normalised record's indexed columns and its 
 
 log = logging.getLogger("workjet.audit")
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
+_BACKGROUND_NICE = 19
+_CALM_SECONDS = 1.0  # a writer at normal priority returns to the background after this long below one batch
 
 
 class AuditWriter:
@@ -63,6 +67,10 @@ class AuditWriter:
         self._cp_seq: dict[str, int] = {}
         self._last_prune = -math.inf  # prune at the first chance
         self._orphans_done = False
+        # The writer runs in the background (nice 19, Linux) while it keeps up; `_low` says the current one does.
+        self._background = cfg.background_writer and sys.platform == "linux"
+        self._low = False
+        self._boost_at = max(1, min(2 * cfg.batch_size, cfg.queue_size // 2))
         # counters; each written by one thread only (the writer, or submit under the chain lock)
         self.drained = 0
         self.overflowed = 0
@@ -73,6 +81,7 @@ class AuditWriter:
         self.dropped = 0
         self.refused = 0  # rows the database refused while reachable (reported within `dropped`)
         self.errors = 0
+        self.boosts = 0  # writers started at normal priority because the background one fell behind
 
     # ---- request path -------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
@@ -90,8 +99,11 @@ class AuditWriter:
             dq = self._dq
             if len(dq) < self._cap and not self._closing:
                 dq.append(item)
-                if len(dq) >= self._batch and not self._wake.is_set():
-                    self._wake.set()
+                if len(dq) >= self._batch:
+                    if not self._wake.is_set():
+                        self._wake.set()
+                    if self._low and len(dq) >= self._boost_at:
+                        self._boost()
             else:
                 self._overflow(item)
         except Exception:  # never raise into the request path
@@ -116,12 +128,27 @@ class AuditWriter:
         self._thread = threading.Thread(target=self._run, name="workjet-audit-writer", daemon=True)
         self._thread.start()
 
+    def _boost(self) -> None:
+        """The background writer fell behind: a writer at the calling thread's priority (the event loop's) takes
+        over as soon as the background one has finished its batch. Only a new thread can do this: an
+        unprivileged thread may lower its own priority but never raise it again."""
+        self._low = False
+        t = threading.Thread(target=self._run, args=(self._thread,), name="workjet-audit-writer", daemon=True)
+        self._thread = t
+        self.boosts += 1
+        t.start()
+
     def close(self, timeout: float | None = None) -> bool:
         """Flush everything and stop; True when every record reached the database or the spill file."""
         self._closing = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:  # a writer that took over while closing began is the one to wait for
+                t = self._thread
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if t.is_alive() or self._thread is t:
+                    break
             if self._thread.is_alive():
                 # The writer is stuck on the database: put what is still queued in the spill file.
                 while self._dq:
@@ -145,25 +172,56 @@ class AuditWriter:
         return len(self._dq)
 
     # ---- writer thread ------------------------------------------------------------------------------
-    def _run(self) -> None:
-        self._orphans_done = self._replay_orphans()
-        while True:
-            self._wake.wait(self.cfg.flush_interval)
+    def _run(self, prev: threading.Thread | None = None) -> None:
+        """The writer thread's loop; `prev`: the background writer this one takes over from (`_boost`)."""
+        me = threading.current_thread()
+        if prev is None:
+            self._orphans_done = self._replay_orphans()
+            if self._background:
+                self._lower()
+        else:
+            prev.join()  # one writer at a time: batches are linked and inserted in the chain's order
+        calm_since: float | None = None
+        while self._thread is me:
+            woken = self._wake.wait(self.cfg.flush_interval)
             self._wake.clear()
+            queued = len(self._dq)
             closing = self._closing
             try:
-                self._flush_all()
+                self._flush_all(me)
                 self._maintain()
             except Exception:
                 self.errors += 1
                 log.exception("audit writer error")
                 time.sleep(min(self.cfg.flush_interval, 1.0))
+            if self._thread is not me:
+                return  # superseded by a writer at normal priority, which continues from here
             if closing and not self._dq:
                 try:
                     self._maintain(final=True)
                 except Exception:
                     log.exception("audit writer error at close")
                 return
+            if self._background and not self._low and not closing:
+                # Calm: batches end by the interval, not by their size (a full batch wakes the writer early).
+                if woken or queued >= self._batch:
+                    calm_since = None
+                elif calm_since is None:
+                    calm_since = time.monotonic()
+                elif time.monotonic() - calm_since >= _CALM_SECONDS:
+                    self._lower()
+
+    def _lower(self) -> None:
+        """Run this thread at nice 19: the event loop, when it wakes, takes the core from it at once (a writer
+        at the same priority that slept for a flush interval is owed CPU and keeps it, and the request in
+        flight waits for the batch). On Linux the nice value is the calling thread's own."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, _BACKGROUND_NICE)
+        except OSError as e:
+            log.warning("audit: the writer stays at normal priority: %s", e)
+            self._background = False
+            return
+        self._low = True
 
     def _prepare(self, record: dict[str, Any]) -> Prepared:
         """The normalised record's columns and canonical text; a record that cannot be normalised or written is
@@ -176,9 +234,10 @@ class AuditWriter:
             rid = record.get("request_id") if isinstance(record, dict) else None
             return _minimal(rid)
 
-    def _flush_all(self) -> None:
+    def _flush_all(self, owner: threading.Thread | None = None) -> None:
+        """Write what is queued; a writer thread (`owner`) stops after a batch when another has taken over."""
         dq = self._dq
-        while dq:
+        while dq and (owner is None or self._thread is owner):
             take = min(len(dq), self._batch)
             items = [dq.popleft() for _ in range(take)]
             self.drained += take
