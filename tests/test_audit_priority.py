@@ -95,7 +95,7 @@ def test_a_writer_that_falls_behind_is_replaced_at_the_callers_priority(
     tmp_path: Path, url: str, gated: tuple[threading.Event, threading.Event]
 ) -> None:
     entered, gate = gated
-    log = AuditLog.open(cfg(tmp_path), url)
+    log = AuditLog.open(cfg(tmp_path, flush_interval=60.0), url)  # only a full batch wakes a writer
     log.start()
     w = writer_of(log)
     wait_for(lambda: w._low)
@@ -112,7 +112,7 @@ def test_a_writer_that_falls_behind_is_replaced_at_the_callers_priority(
     assert background is not None and background.is_alive()
     closed: list[bool] = []
     closer = threading.Thread(target=lambda: closed.append(log.close()))
-    closer.start()  # close waits for the writer that took over, not only for the one it knew first
+    closer.start()  # close while the writer that took over still waits for the background one's batch
     gate.set()
     closer.join(30)
     assert closed == [True] and not background.is_alive()
@@ -144,3 +144,59 @@ def test_a_writer_at_normal_priority_returns_to_the_background_when_calm(
         log.submit(record(i))
     assert log.close() is True
     assert log.stats()["written"] == 20 and verified(url)
+
+
+def test_when_no_thread_can_be_started_the_background_writer_carries_on(
+    tmp_path: Path,
+    url: str,
+    gated: tuple[threading.Event, threading.Event],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entered, gate = gated
+    log = AuditLog.open(cfg(tmp_path, flush_interval=60.0), url)
+    log.start()
+    w = writer_of(log)
+    wait_for(lambda: w._low)
+    background = w._thread
+    for i in range(4):
+        log.submit(record(i))
+    assert entered.wait(30)
+
+    real_start = threading.Thread.start
+
+    def cannot_start(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", cannot_start)
+    for i in range(4, 12):
+        log.submit(record(i))
+    assert w._thread is background and w._low and w.boosts == 0
+    assert "no writer at normal priority could be started" in caplog.text
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    gate.set()
+    assert log.close() is True
+    assert log.stats()["written"] == 12 and verified(url)
+
+
+def test_no_takeover_once_close_has_begun(
+    tmp_path: Path, url: str, gated: tuple[threading.Event, threading.Event]
+) -> None:
+    entered, gate = gated
+    log = AuditLog.open(cfg(tmp_path, flush_interval=60.0), url)
+    log.start()
+    w = writer_of(log)
+    wait_for(lambda: w._low)
+    background = w._thread
+    for i in range(4):
+        log.submit(record(i))
+    assert entered.wait(30)
+    closed: list[bool] = []
+    closer = threading.Thread(target=lambda: closed.append(log.close()))
+    closer.start()
+    wait_for(lambda: w._closing)
+    w._boost()  # as if the queue had reached two batches just now
+    assert w._thread is background and w.boosts == 0
+    gate.set()
+    closer.join(30)
+    assert closed == [True] and log.stats()["written"] == 4

@@ -7,6 +7,8 @@ functions and methods the handler calls (`serve` below), wrk drives it at `CONNS
 awaiting anything else, so their wall time is CPU time of the event loop, plus whatever the audit writer thread
 took while it held the GIL. The process's CPU time per request (from /proc), and the audit writer thread's, are
 reported beside them; what no stage covers is uvicorn, the event loop, and the upstream client's own work.
+The writer's figure counts the writer threads alive when the figures are read: a background writer that
+handed over to one at normal priority during the window (docs/audit.md) is counted in the process's CPU only.
 
 The wrappers cost ~0.3 µs each (a dozen per request); the figures are for comparing stages and variants in the
 same run, not for the headline numbers (those come from `run.py`, uninstrumented).

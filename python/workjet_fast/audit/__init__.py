@@ -5,7 +5,8 @@ The API the application uses::
     audit = AuditLog.open(settings.audit, settings.storage_url)
     audit.start()                  # migrations (if the database is up) + the writer thread
     audit.submit(ctx.record())     # at the end of every request; non-blocking, never raises
-    audit.stats()                  # {queued, written, spilled, dropped, replayed, batches, queue_depth}
+    audit.stats()                  # {queued, written, spilled, dropped, replayed, batches, queue_depth,
+                                   #  writer_boosts}
     audit.close(timeout=None)      # graceful shutdown: every queued record reaches the database or spill file
 
 `submit()` takes ownership of the dict (do not mutate it afterwards). It never touches the database:

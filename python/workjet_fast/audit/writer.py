@@ -71,6 +71,7 @@ class AuditWriter:
         self._background = cfg.background_writer and sys.platform == "linux"
         self._low = False
         self._boost_at = max(1, min(2 * cfg.batch_size, cfg.queue_size // 2))
+        self._swap = threading.Lock()  # a takeover and the start of close() exclude each other
         # counters; each written by one thread only (the writer, or submit under the chain lock)
         self.drained = 0
         self.overflowed = 0
@@ -131,24 +132,36 @@ class AuditWriter:
     def _boost(self) -> None:
         """The background writer fell behind: a writer at the calling thread's priority (the event loop's) takes
         over as soon as the background one has finished its batch. Only a new thread can do this: an
-        unprivileged thread may lower its own priority but never raise it again."""
-        self._low = False
-        t = threading.Thread(target=self._run, args=(self._thread,), name="workjet-audit-writer", daemon=True)
-        self._thread = t
-        self.boosts += 1
-        t.start()
+        unprivileged thread may lower its own priority but never raise it again.
+
+        The new thread is made current only once it runs, and starts writing only after that (`handed`): until
+        then the background writer goes on as before, so a thread that cannot start changes nothing."""
+        with self._swap:
+            if self._closing:
+                return
+            prev = self._thread
+            handed = threading.Event()
+            t = threading.Thread(target=self._run, args=(prev, handed), name="workjet-audit-writer", daemon=True)
+            self._low = False  # no second takeover while this one starts
+            try:
+                t.start()
+            except RuntimeError as e:  # no thread to be had (a process limit)
+                self._low = True
+                log.warning("audit: no writer at normal priority could be started: %s", e)
+                return
+            self._thread = t
+            handed.set()
+            self.boosts += 1
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush everything and stop; True when every record reached the database or the spill file."""
-        self._closing = True
+        with self._swap:
+            self._closing = True
         self._wake.set()
         if self._thread is not None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:  # a writer that took over while closing began is the one to wait for
-                t = self._thread
-                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                if t.is_alive() or self._thread is t:
-                    break
+            self._thread.join(timeout)  # the current writer: no takeover starts once _closing is set
+            if not self._thread.is_alive() and self._dq:
+                self._flush_all()  # the writer ended with records still queued (it cannot, but nothing is lost)
             if self._thread.is_alive():
                 # The writer is stuck on the database: put what is still queued in the spill file.
                 while self._dq:
@@ -172,9 +185,12 @@ class AuditWriter:
         return len(self._dq)
 
     # ---- writer thread ------------------------------------------------------------------------------
-    def _run(self, prev: threading.Thread | None = None) -> None:
-        """The writer thread's loop; `prev`: the background writer this one takes over from (`_boost`)."""
+    def _run(self, prev: threading.Thread | None = None, handed: threading.Event | None = None) -> None:
+        """The writer thread's loop; `prev`: the background writer this one takes over from once `handed`
+        (`_boost`)."""
         me = threading.current_thread()
+        if handed is not None:
+            handed.wait()
         if prev is None:
             self._orphans_done = self._replay_orphans()
             if self._background:
@@ -189,12 +205,14 @@ class AuditWriter:
             closing = self._closing
             try:
                 self._flush_all(me)
-                self._maintain()
+                if self._thread is me:
+                    self._maintain()
             except Exception:
                 self.errors += 1
                 log.exception("audit writer error")
                 time.sleep(min(self.cfg.flush_interval, 1.0))
             if self._thread is not me:
+                self._wake.set()  # the writer that took over may have waited for this wake-up, which we took
                 return  # superseded by a writer at normal priority, which continues from here
             if closing and not self._dq:
                 try:
