@@ -17,6 +17,7 @@ import pytest
 
 from tests.test_audit_writer import record, rows_in, verified, wait_for
 from workjet_fast.audit import AuditLog, writer as writer_mod
+from workjet_fast.audit.store import AuditStore
 from workjet_fast.audit.writer import AuditWriter
 from workjet_fast.config.audit import AuditConfig
 
@@ -51,7 +52,7 @@ def cfg(tmp_path: Path, **kw: Any) -> AuditConfig:
 def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
     """(entered, gate): the first insert signals `entered` and waits for `gate`; the others run at once."""
     entered, gate = threading.Event(), threading.Event()
-    real = writer_mod.AuditStore.insert
+    real = AuditStore.insert
     calls = [0]
 
     def insert(self: Any, rows: Any, *a: Any, **k: Any) -> None:
@@ -61,9 +62,24 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, th
             assert gate.wait(30)
         real(self, rows, *a, **k)
 
-    monkeypatch.setattr(writer_mod.AuditStore, "insert", insert)
+    monkeypatch.setattr(AuditStore, "insert", insert)
     yield entered, gate
     gate.set()
+
+
+def held_in_insert(
+    tmp_path: Path, url: str, entered: threading.Event, **kw: Any
+) -> tuple[AuditLog, AuditWriter, threading.Thread | None]:
+    """A started log whose background writer took records 0-3 as a full batch and is held inside its insert."""
+    log = AuditLog.open(cfg(tmp_path, **kw), url)
+    log.start()
+    w = writer_of(log)
+    wait_for(lambda: w._low)
+    background = w._thread
+    for i in range(4):  # a full batch wakes the background writer, which then hangs in its insert
+        log.submit(record(i))
+    assert entered.wait(30)
+    return log, w, background
 
 
 def test_the_writer_runs_at_nice_19_and_the_caller_keeps_its_priority(tmp_path: Path, url: str) -> None:
@@ -95,14 +111,7 @@ def test_a_writer_that_falls_behind_is_replaced_at_the_callers_priority(
     tmp_path: Path, url: str, gated: tuple[threading.Event, threading.Event]
 ) -> None:
     entered, gate = gated
-    log = AuditLog.open(cfg(tmp_path, flush_interval=60.0), url)  # only a full batch wakes a writer
-    log.start()
-    w = writer_of(log)
-    wait_for(lambda: w._low)
-    background = w._thread
-    for i in range(4):  # a full batch wakes the background writer, which then hangs in its insert
-        log.submit(record(i))
-    assert entered.wait(30)
+    log, w, background = held_in_insert(tmp_path, url, entered, flush_interval=60.0)  # only full batches wake
     for i in range(4, 11):  # under two batches waiting: the background writer keeps its turn
         log.submit(record(i))
     assert w.boosts == 0 and w._thread is background
@@ -126,13 +135,7 @@ def test_a_writer_at_normal_priority_returns_to_the_background_when_calm(
 ) -> None:
     monkeypatch.setattr(writer_mod, "_CALM_SECONDS", 0.2)
     entered, gate = gated
-    log = AuditLog.open(cfg(tmp_path), url)
-    log.start()
-    w = writer_of(log)
-    wait_for(lambda: w._low)
-    for i in range(4):
-        log.submit(record(i))
-    assert entered.wait(30)
+    log, w, _ = held_in_insert(tmp_path, url, entered)
     for i in range(4, 12):
         log.submit(record(i))
     took_over = w._thread
@@ -154,14 +157,7 @@ def test_when_no_thread_can_be_started_the_background_writer_carries_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     entered, gate = gated
-    log = AuditLog.open(cfg(tmp_path, flush_interval=60.0), url)
-    log.start()
-    w = writer_of(log)
-    wait_for(lambda: w._low)
-    background = w._thread
-    for i in range(4):
-        log.submit(record(i))
-    assert entered.wait(30)
+    log, w, background = held_in_insert(tmp_path, url, entered, flush_interval=60.0)
 
     real_start = threading.Thread.start
 
@@ -183,14 +179,7 @@ def test_no_takeover_once_close_has_begun(
     tmp_path: Path, url: str, gated: tuple[threading.Event, threading.Event]
 ) -> None:
     entered, gate = gated
-    log = AuditLog.open(cfg(tmp_path, flush_interval=60.0), url)
-    log.start()
-    w = writer_of(log)
-    wait_for(lambda: w._low)
-    background = w._thread
-    for i in range(4):
-        log.submit(record(i))
-    assert entered.wait(30)
+    log, w, background = held_in_insert(tmp_path, url, entered, flush_interval=60.0)
     closed: list[bool] = []
     closer = threading.Thread(target=lambda: closed.append(log.close()))
     closer.start()
