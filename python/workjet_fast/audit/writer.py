@@ -134,23 +134,18 @@ class AuditWriter:
         over as soon as the background one has finished its batch. Only a new thread can do this: an
         unprivileged thread may lower its own priority but never raise it again.
 
-        The new thread is made current only once it runs, and starts writing only after that (`handed`): until
-        then the background writer goes on as before, so a thread that cannot start changes nothing."""
+        The new thread becomes current only once it runs; it writes only after the background writer, which
+        ends when it sees it is no longer current, has returned. A thread that cannot start changes nothing."""
         with self._swap:
-            if self._closing:
+            if self._closing or not self._low:
                 return
-            prev = self._thread
-            handed = threading.Event()
-            t = threading.Thread(target=self._run, args=(prev, handed), name="workjet-audit-writer", daemon=True)
-            self._low = False  # no second takeover while this one starts
+            t = threading.Thread(target=self._run, args=(self._thread,), name="workjet-audit-writer", daemon=True)
             try:
                 t.start()
             except RuntimeError as e:  # no thread to be had (a process limit)
-                self._low = True
                 log.warning("audit: no writer at normal priority could be started: %s", e)
                 return
-            self._thread = t
-            handed.set()
+            self._thread, self._low = t, False
             self.boosts += 1
 
     def close(self, timeout: float | None = None) -> bool:
@@ -160,8 +155,6 @@ class AuditWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)  # the current writer: no takeover starts once _closing is set
-            if not self._thread.is_alive() and self._dq:
-                self._flush_all()  # the writer ended with records still queued (it cannot, but nothing is lost)
             if self._thread.is_alive():
                 # The writer is stuck on the database: put what is still queued in the spill file.
                 while self._dq:
@@ -185,12 +178,9 @@ class AuditWriter:
         return len(self._dq)
 
     # ---- writer thread ------------------------------------------------------------------------------
-    def _run(self, prev: threading.Thread | None = None, handed: threading.Event | None = None) -> None:
-        """The writer thread's loop; `prev`: the background writer this one takes over from once `handed`
-        (`_boost`)."""
+    def _run(self, prev: threading.Thread | None = None) -> None:
+        """The writer thread's loop; `prev`: the background writer this one takes over from (`_boost`)."""
         me = threading.current_thread()
-        if handed is not None:
-            handed.wait()
         if prev is None:
             self._orphans_done = self._replay_orphans()
             if self._background:
