@@ -198,6 +198,12 @@ class DlpEngine:
         """``text`` with each finding replaced by ``[REDACTED:<ENTITY>]``; overlapping findings are merged."""
     def apply(self, texts: list[str], policy: DlpPolicy | None = None, direction: str = "request") -> ScanResult:
         """The per-request call: scans all message texts at once and applies ``policy``."""
+    def request_clean(self, body: object, policy: DlpPolicy, max_bytes: int) -> bool:
+        """True when a request body's texts (contents, text parts, tool and function call arguments) total at most
+        ``max_bytes`` UTF-8 bytes and have no finding under ``policy``. False otherwise, and for a body whose shape
+        the gateway's Python walk reads differently: then scan with ``apply``."""
+    def response_clean(self, result: object, policy: DlpPolicy, max_bytes: int) -> bool:
+        """``request_clean`` for a JSON answer: every choice's message content and call arguments."""
     def stream(self, policy: DlpPolicy | None = None) -> DlpStream:
         """A streaming scanner with response defaults (secrets are redacted, not blocked)."""
     def relay(

@@ -409,6 +409,10 @@ pub struct Engine {
     kind: EngineKind,
     /// The longest hold-back any rule can ask for, in bytes.
     max_holdback: usize,
+    /// A rule's candidates in one text are candidates in that text joined with others by line breaks, for every
+    /// rule: its candidates come from its keywords (plain words), or from a pattern that cannot anchor to a text's
+    /// start or end. [`Engine::all_clean`] may then look for candidates in one pass.
+    joinable: bool,
     /// Lazy-DFA caches of the per-rule stream automata, lent to a stream scanner for one push: the states a
     /// stream determinised stay built for the next stream (a fresh set per stream re-determinised them every
     /// time, ~40 µs per short stream). One set per concurrent push, at most [`STREAM_CACHE_POOL`] kept.
@@ -467,11 +471,15 @@ impl Engine {
                 )));
             }
         };
+        let joinable = rules
+            .iter()
+            .all(|r| !r.rule.keywords.is_empty() || unanchored(&r.rule.pattern));
         Ok(Engine {
             rules,
             finder,
             kind,
             max_holdback,
+            joinable,
             stream_caches: Mutex::new(Vec::new()),
         })
     }
@@ -557,9 +565,13 @@ impl Engine {
 
     /// All findings under `policy` (disabled and `allow` rules, allow-listed values are not findings).
     pub fn scan_with(&self, text: &str, policy: &Policy, dir: Direction) -> Vec<Finding> {
-        let actions = self.actions(policy, dir);
+        self.scan_actions(text, policy, &self.actions(policy, dir))
+    }
+
+    /// `scan_with` for `actions` already resolved (`actions(policy, dir)`): texts of one request share them.
+    pub(crate) fn scan_actions(&self, text: &str, policy: &Policy, actions: &[Action]) -> Vec<Finding> {
         let hay = text.as_bytes();
-        let mut sel = Selector::new(self, hay, 0, &actions, policy);
+        let mut sel = Selector::new(self, hay, 0, actions, policy);
         let mut out = Vec::new();
         while let Some((rule, c)) = sel.next(usize::MAX) {
             if c.allowed {
@@ -574,6 +586,36 @@ impl Engine {
         }
         out
     }
+
+    /// True when no text has a finding under `policy`: `apply` would report nothing and change nothing. Stops at
+    /// the first finding, and builds nothing on the way (the request path's common case, in one pass).
+    ///
+    /// Several texts are first searched for candidates as one, joined by line breaks: a candidate of one text is
+    /// a candidate there too (a keyword is found wherever it is; a line break is not a word character, so `\b` at a
+    /// text's edge holds as before; and no searched pattern anchors to a text's start or end, see `joinable`), so
+    /// none at all means every text is clean.
+    /// Only when there is one (maybe made by the join) is each text searched on its own.
+    pub fn all_clean(&self, texts: &[&str], policy: &Policy, dir: Direction) -> bool {
+        let actions = self.actions(policy, dir);
+        if self.joinable && texts.len() > 1 && self.candidates(texts.join("\n").as_bytes(), &actions).is_empty() {
+            return true;
+        }
+        texts.iter().all(|text| {
+            let mut sel = Selector::new(self, text.as_bytes(), 0, &actions, policy);
+            while let Some((_, c)) = sel.next(usize::MAX) {
+                if !c.allowed {
+                    return false;
+                }
+            }
+            true
+        })
+    }
+}
+
+/// False when `pattern` may anchor to the start or end of its text (`^`, `$`, `\A`, `\z`, `\Z`, `\G`; a `^` that
+/// negates a class counts too: the check only has to be safe).
+fn unanchored(pattern: &str) -> bool {
+    !(pattern.contains(['^', '$']) || ["\\A", "\\z", "\\Z", "\\G"].iter().any(|a| pattern.contains(a)))
 }
 
 /// One rule's state in the selection: its windows, the current window, its next candidate.

@@ -85,9 +85,9 @@ pub(crate) fn apply_one(
     engine: &Engine,
     text: &str,
     policy: &Policy,
-    dir: Direction,
+    actions: &[Action],
 ) -> (Option<String>, Vec<super::Finding>, bool) {
-    let findings = engine.scan_with(text, policy, dir);
+    let findings = engine.scan_actions(text, policy, actions);
     let spans: Vec<(usize, usize, &str)> = findings
         .iter()
         .filter(|f| f.action == Action::Redact)
@@ -109,8 +109,9 @@ pub fn apply(engine: &Engine, texts: &[&str], policy: &Policy, dir: Direction) -
     let mut counts: Vec<(usize, Action, usize)> = Vec::new();
     let mut out_texts: Vec<Option<String>> = Vec::with_capacity(texts.len());
     let mut any = false;
+    let actions = engine.actions(policy, dir);
     for text in texts {
-        let (redacted, findings, blocked) = apply_one(engine, text, policy, dir);
+        let (redacted, findings, blocked) = apply_one(engine, text, policy, &actions);
         res.blocked |= blocked;
         any |= redacted.is_some();
         out_texts.push(redacted);

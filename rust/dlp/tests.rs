@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::engine::Engine;
 use super::policy::{Direction, Policy};
-use super::redact::marker;
+use super::redact::{apply, marker};
 use super::rules::Action;
 use super::stream::StreamScanner;
 use crate::filter::TextFilter;
@@ -226,6 +226,64 @@ fn allow_list_and_disabled() {
     assert!(e.scan_with(text, &p, Direction::Request).is_empty());
 }
 
+/// `all_clean`'s answer is `apply`'s "no finding", text by text, under every engine and policy.
+fn clean_by_apply(e: &Engine, texts: &[&str], policy: &Policy, dir: Direction) -> bool {
+    apply(e, texts, policy, dir).findings.is_empty()
+}
+
+const KEY_TAIL: &str =
+    "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0123456789QUJDREVGR0hJSktMTU5PUFFS\n-----END RSA PRIVATE KEY-----";
+
+#[test]
+fn all_clean_cases() {
+    let whole = format!("-----BEGIN RSA PRIVATE KEY-----\n{KEY_TAIL}");
+    assert!(!clean_by_apply(
+        &Engine::new(None, "regex").unwrap(),
+        &[&whole],
+        &Policy::default(),
+        Direction::Request
+    ));
+    let allow = Policy::new(&[], &["jane.doe@example.com".into()], &[], &[], None).unwrap();
+    let plain = Policy::default();
+    let cases: [(&[&str], &Policy, bool); 7] = [
+        (&[], &plain, true),
+        (&["Our nightly job", "takes forty minutes", "é"], &plain, true),
+        (&["fine", "mail jane.doe@example.com"], &plain, false),
+        (&["fine", "mail jane.doe@example.com"], &allow, true),
+        // Joined, these two make a whole private key, which neither text holds: each is then searched alone.
+        (&["-----BEGIN RSA PRIVATE KEY-----", KEY_TAIL], &plain, true),
+        (&["jane.doe@example.com", ""], &plain, false),
+        (&["", "key 536-22-8146"], &plain, false),
+    ];
+    for e in engines() {
+        for (texts, policy, want) in cases {
+            for dir in [Direction::Request, Direction::Response] {
+                assert_eq!(e.all_clean(texts, policy, dir), want, "{texts:?} {}", e.kind().as_str());
+                assert_eq!(clean_by_apply(&e, texts, policy, dir), want, "{texts:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn all_clean_with_an_anchored_rule_searches_each_text() {
+    // `^secret` matches at the start of the second text only: joined, that start is no longer a text's start.
+    let json = r#"[{"id": "starts-secret", "entity": "SECRET_START", "pattern": "^secret[0-9]"}]"#;
+    // The same pattern behind a keyword is found through its keyword, wherever the text starts.
+    let keyed =
+        r#"[{"id": "starts-secret", "entity": "SECRET_START", "pattern": "^secret[0-9]", "keywords": ["secret"]}]"#;
+    for (kind, json) in [("regex", json), ("auto", json), ("regex", keyed), ("auto", keyed)] {
+        let e = Engine::new(Some(json), kind).unwrap();
+        let texts = ["hello", "secret7 is here"];
+        assert!(!clean_by_apply(&e, &texts, &Policy::default(), Direction::Request));
+        assert!(!e.all_clean(&texts, &Policy::default(), Direction::Request), "{kind}");
+        assert!(
+            e.all_clean(&["hello", "a secret7"], &Policy::default(), Direction::Request),
+            "{kind}"
+        );
+    }
+}
+
 fn arb_text() -> impl Strategy<Value = String> {
     let pieces: Vec<String> = corpus()
         .into_iter()
@@ -250,6 +308,16 @@ proptest! {
         let first = found(&es[0], &text);
         for e in &es[1..] {
             prop_assert_eq!(&found(e, &text), &first);
+        }
+    }
+
+    #[test]
+    fn all_clean_is_apply_without_findings(texts in prop::collection::vec(arb_text(), 0..5), resp in any::<bool>()) {
+        let dir = if resp { Direction::Response } else { Direction::Request };
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let policy = Policy::default();
+        for e in engines() {
+            prop_assert_eq!(e.all_clean(&refs, &policy, dir), clean_by_apply(&e, &refs, &policy, dir));
         }
     }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
 
 use super::errors::DlpError;
 use super::sse::PyChunkRelay;
@@ -233,6 +234,27 @@ impl PyDlpEngine {
         })
     }
 
+    /// True when the request body's texts (what `pipeline/dlp.py` scans: contents, text parts, tool and function
+    /// call arguments) have no finding under `policy` and total at most `max_bytes`: nothing to record or change,
+    /// decided in one call. False when any of that does not hold, or the body has a shape the Python walk would
+    /// read differently: the caller then scans the Python way, which decides.
+    fn request_clean(&self, py: Python<'_>, body: &Bound<'_, PyAny>, policy: &PyDlpPolicy, max_bytes: usize) -> bool {
+        let mut texts = Vec::new();
+        request_texts(body, &mut texts).is_some() && self.clean(py, &texts, policy, Direction::Request, max_bytes)
+    }
+
+    /// `request_clean` for a JSON answer's texts (every choice's message content and call arguments).
+    fn response_clean(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        policy: &PyDlpPolicy,
+        max_bytes: usize,
+    ) -> bool {
+        let mut texts = Vec::new();
+        response_texts(result, &mut texts).is_some() && self.clean(py, &texts, policy, Direction::Response, max_bytes)
+    }
+
     /// A streaming scanner for one response text (response defaults: secrets are redacted).
     #[pyo3(signature = (policy = None))]
     fn stream(&self, policy: Option<&PyDlpPolicy>) -> PyDlpStream {
@@ -260,6 +282,111 @@ impl PyDlpEngine {
             lenient_eof: true,
         };
         PyChunkRelay::with_filter(public_model, factory, limits)
+    }
+}
+
+impl PyDlpEngine {
+    fn clean(
+        &self,
+        py: Python<'_>,
+        texts: &[Bound<'_, PyString>],
+        policy: &PyDlpPolicy,
+        dir: Direction,
+        max_bytes: usize,
+    ) -> bool {
+        let Ok(refs) = texts.iter().map(|t| t.to_str()).collect::<PyResult<Vec<&str>>>() else {
+            return false; // not UTF-8 (a lone surrogate): the Python path says what that means
+        };
+        let size: usize = refs.iter().map(|t| t.len()).sum();
+        if size > max_bytes {
+            return false;
+        }
+        if size < DETACH_MIN_BYTES {
+            return self.inner.all_clean(&refs, &policy.inner, dir);
+        }
+        let owned: Vec<String> = refs.iter().map(|t| (*t).to_owned()).collect();
+        py.detach(|| {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            self.inner.all_clean(&refs, &policy.inner, dir)
+        })
+    }
+}
+
+/// The texts `_request_texts` in `pipeline/dlp.py` collects, in its order; `None` for a shape it would walk
+/// differently (or fail on), which the Python path then handles.
+fn request_texts<'py>(body: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyString>>) -> Option<()> {
+    let Some(messages) = body.cast::<PyDict>().ok()?.get_item("messages").ok()? else {
+        return Some(());
+    };
+    if messages.is_none() {
+        return Some(());
+    }
+    for msg in messages.cast::<PyList>().ok()?.iter() {
+        let msg = msg.cast_into::<PyDict>().ok()?;
+        if let Some(content) = msg.get_item("content").ok()? {
+            if let Ok(text) = content.cast::<PyString>() {
+                out.push(text.clone());
+            } else if let Ok(parts) = content.cast::<PyList>() {
+                for part in parts.iter() {
+                    if let Ok(part) = part.cast::<PyDict>() {
+                        push_str(part.get_item("text").ok()?, out);
+                    }
+                }
+            }
+        }
+        call_texts(&msg, out)?;
+    }
+    Some(())
+}
+
+/// The texts `_response_texts` collects from a JSON answer; `None` as for `request_texts`.
+fn response_texts<'py>(result: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyString>>) -> Option<()> {
+    let Some(choices) = result.cast::<PyDict>().ok()?.get_item("choices").ok()? else {
+        return Some(());
+    };
+    if choices.is_none() {
+        return Some(());
+    }
+    for choice in choices.cast::<PyList>().ok()?.iter() {
+        let Ok(choice) = choice.cast::<PyDict>() else {
+            continue;
+        };
+        let Some(msg) = choice.get_item("message").ok()? else {
+            continue;
+        };
+        if let Ok(msg) = msg.cast::<PyDict>() {
+            push_str(msg.get_item("content").ok()?, out);
+            call_texts(msg, out)?;
+        }
+    }
+    Some(())
+}
+
+/// `_calls`: tool call arguments, then a legacy function call's.
+fn call_texts<'py>(msg: &Bound<'py, PyDict>, out: &mut Vec<Bound<'py, PyString>>) -> Option<()> {
+    if let Some(calls) = msg.get_item("tool_calls").ok()?
+        && !calls.is_none()
+    {
+        for call in calls.cast::<PyList>().ok()?.iter() {
+            if let Ok(call) = call.cast::<PyDict>()
+                && let Some(function) = call.get_item("function").ok()?
+                && let Ok(function) = function.cast::<PyDict>()
+            {
+                push_str(function.get_item("arguments").ok()?, out);
+            }
+        }
+    }
+    if let Some(fc) = msg.get_item("function_call").ok()?
+        && let Ok(fc) = fc.cast::<PyDict>()
+    {
+        push_str(fc.get_item("arguments").ok()?, out);
+    }
+    Some(())
+}
+
+fn push_str<'py>(value: Option<Bound<'py, PyAny>>, out: &mut Vec<Bound<'py, PyString>>) {
+    if let Some(Ok(text)) = value.map(Bound::cast_into::<PyString>) {
+        out.push(text);
     }
 }
 

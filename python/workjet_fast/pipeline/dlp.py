@@ -1,12 +1,15 @@
 """DLP on the request path: policies resolved once, one Rust call per request, one per upstream chunk.
 
 Request: every text the upstream will see (message contents, text parts, tool call arguments, tool results)
-goes to `DlpEngine.apply` in one call. `block` -> 403 `dlp_blocked` naming entity types and counts, never the
-text; `redact` -> the upstream receives `[REDACTED:<ENTITY>]`. Response: the JSON answer's texts in one call;
-streams through `DlpEngine.relay` (the Rust relay with a streaming scanner per choice). If scanning cannot run
-(engine error, text over `max_scan_bytes`) the request is blocked unless `fail_mode: open`; either way it is
-counted and logged. Findings travel to the audit log and metrics as (rule id, entity, count, direction,
-action[, HMAC of the value]); matched values never leave Rust.
+goes to `DlpEngine.apply` in one call. Before that, `DlpEngine.request_clean` walks the same texts in Rust and
+stops at the first finding: a clean request (the common case) is decided there, and only a request with a
+finding, or a shape the Rust walk does not read as `_request_texts` does, takes the Python walk and `apply`.
+`block` -> 403 `dlp_blocked` naming entity types and counts, never the text; `redact` -> the upstream receives
+`[REDACTED:<ENTITY>]`. Response: the JSON answer's texts in one call (`response_clean` first); streams through
+`DlpEngine.relay` (the Rust relay with a streaming scanner per choice). If scanning cannot run (engine error,
+text over `max_scan_bytes`) the request is blocked unless `fail_mode: open`; either way it is counted and
+logged. Findings travel to the audit log and metrics as (rule id, entity, count, direction, action[, HMAC of the
+value]); matched values never leave Rust.
 """
 
 from __future__ import annotations
@@ -80,19 +83,23 @@ class Dlp:
         """Scan and, where the policy says so, redact the request in place; raise `DlpBlocked` to block."""
         if self.engine is None:
             return
+        policy = self.policy("request", route_id, ctx.key_id or "", ctx.key_name or "")
+        if self.engine.request_clean(body, policy, self.cfg.max_scan_bytes):
+            return  # the common case, decided in one Rust call: nothing found, nothing to record or change
         slots, texts = _request_texts(body)
         if texts:
-            policy = self.policy("request", route_id, ctx.key_id or "", ctx.key_name or "")
             self._apply(texts, slots, policy, "request", ctx)
 
     def scan_response(self, result: dict[str, Any], ctx: RequestContext, route_id: str) -> None:
         """Scan a JSON answer; redact in place, or replace a blocked choice by a `content_filter` finish."""
         if self.engine is None:
             return
+        policy = self.policy("response", route_id, ctx.key_id or "", ctx.key_name or "")
+        if self.engine.response_clean(result, policy, self.cfg.max_scan_bytes):
+            return
         slots, texts = _response_texts(result)
         if not texts:
             return
-        policy = self.policy("response", route_id, ctx.key_id or "", ctx.key_name or "")
         try:
             self._apply(texts, slots, policy, "response", ctx)
         except DlpBlocked:
