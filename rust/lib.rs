@@ -8,6 +8,7 @@ pub mod audit;
 pub mod dlp;
 pub mod filter;
 pub mod head;
+pub mod limits;
 pub mod relay;
 pub mod sse;
 pub mod tokens;

@@ -15,7 +15,7 @@ from workjet_fast.config import ConfigError
 from workjet_fast.config._reader import Problem, Section, load_yaml
 from workjet_fast.config.limits import LimitsConfig, LimitSpec, read_limits
 from workjet_fast.errors import RateLimited
-from workjet_fast.pipeline.limits import Admission, MemoryLimiter, go_duration, make_limiter
+from workjet_fast.pipeline.limits import Admission, MemoryLimiter, go_duration, make_limiter, ratelimit_headers
 
 T = TypeVar("T")
 
@@ -67,6 +67,26 @@ def test_go_duration_matches_go_formatting() -> None:
     assert go_duration(360) == "6m0s"
     assert go_duration(61.25) == "1m1.25s"
     assert go_duration(3725) == "1h2m5s"
+
+
+_LIMIT = st.one_of(st.none(), st.integers(min_value=1, max_value=2**60))
+_LEVEL = st.one_of(
+    st.floats(min_value=-1.0, max_value=4000.0),
+    st.sampled_from([0.0, 60.0, 60.000001, 0.0005, 0.0009999, 1.0 - 1e-9, 59.999999]),
+)
+
+
+@settings(max_examples=400)
+@given(rpm=_LIMIT, tpm=_LIMIT, rpm_level=_LEVEL, tpm_level=_LEVEL)
+def test_header_pairs_are_the_python_headers(
+    rpm: int | None, tpm: int | None, rpm_level: float, tpm_level: float
+) -> None:
+    # The request path's bytes (Rust, or Python's own above 2**53) say what `ratelimit_headers` says.
+    spec = LimitSpec(rpm=rpm, tpm=tpm, concurrency=None)
+    pairs = Admission("k", spec, 0, None, (rpm_level, tpm_level)).header_pairs()
+    want = ratelimit_headers(spec, rpm_level, tpm_level)
+    assert pairs == [(k.encode(), v.encode()) for k, v in want.items()]
+    assert Admission("k", spec, 0, None, None).header_pairs() == []
 
 
 _GO = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$|^(\d+)ms$")

@@ -41,7 +41,7 @@ def _run(
 
 
 class _NoLimiter:
-    _ADM = Admission("k", LimitSpec(), 0, None, {})
+    _ADM = Admission("k", LimitSpec(), 0, None, None)
 
     async def admit(self, key_id: str, spec: LimitSpec, prompt: int, max_completion: int | None) -> Admission:
         return self._ADM
@@ -56,7 +56,7 @@ def _batch(lim: Limiter | _NoLimiter, spec: LimitSpec) -> Callable[[], Awaitable
         for _ in range(OPS):
             a = await lim.admit("bench-key", spec, 100, 50)
             try:
-                n += len(a.headers) >= 0
+                n += len(a.header_pairs()) >= 0  # the headers as the request path builds them
             finally:
                 await lim.settle(a, 100, 30)
         return n

@@ -227,6 +227,12 @@ def response_head(
     some header needs uvicorn's own code: invalid, ``connection``, ``transfer-encoding``, an unusual
     ``content-length``, or not a pair of bytes."""
 
+def ratelimit_header_pairs(
+    rpm: int | None, tpm: int | None, rpm_level: float, tpm_level: float
+) -> list[tuple[bytes, bytes]] | None:
+    """OpenAI's ``x-ratelimit-*`` headers as ASGI bytes pairs, the values of ``pipeline.limits.ratelimit_headers``;
+    None when a limit is above 2**53 or a level is not finite (Python then builds them)."""
+
 # --- audit records (rust/py/audit.rs) ---
 
 from typing import Any  # noqa: E402 (kept inside this section)

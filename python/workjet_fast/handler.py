@@ -127,7 +127,7 @@ class ChatHandler:
             if e.status == 429:
                 self.gw.metrics.rate_limited(e.message.split(":", 1)[0])
             raise
-        headers.extend((k.encode(), v.encode()) for k, v in admission.headers.items())
+        headers.extend(admission.header_pairs())
         try:
             if stream:
                 await self._stream(route, body, receive, send, ctx, headers)

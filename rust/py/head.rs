@@ -1,9 +1,11 @@
-//! Python glue for `crate::head`: `response_head`, for the gateway's uvicorn protocol.
+//! Python glue for `crate::head` and `crate::limits`: `response_head`, for the gateway's uvicorn protocol, and
+//! `ratelimit_header_pairs`, the limiter's headers for it.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::head::HeadBuilder;
+use crate::limits::ratelimit_headers;
 
 /// Feed ASGI headers (an iterable of `(name, value)` bytes pairs) to the builder; false when one is not plain.
 fn push_all(builder: &mut HeadBuilder, headers: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -47,7 +49,38 @@ fn response_head<'py>(
     }))
 }
 
+/// OpenAI's `x-ratelimit-*` headers as ASGI `(name, value)` bytes pairs, the values of Python's
+/// `ratelimit_headers`; None when a limit is above 2**53 or a level is not finite (Python then builds them).
+#[pyfunction]
+fn ratelimit_header_pairs<'py>(
+    py: Python<'py>,
+    rpm: Option<&Bound<'py, PyAny>>,
+    tpm: Option<&Bound<'py, PyAny>>,
+    rpm_level: f64,
+    tpm_level: f64,
+) -> Option<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let (Some(rpm), Some(tpm)) = (as_limit(rpm), as_limit(tpm)) else {
+        return None;
+    };
+    let headers = ratelimit_headers(rpm, tpm, rpm_level, tpm_level)?;
+    Some(
+        headers
+            .iter()
+            .map(|(name, value)| (PyBytes::new(py, name), PyBytes::new(py, value)))
+            .collect(),
+    )
+}
+
+/// `Some(None)` for no limit, `Some(Some(n))` for a limit, `None` for an int beyond 64 bits (Python's are unbounded).
+fn as_limit(v: Option<&Bound<'_, PyAny>>) -> Option<Option<u64>> {
+    match v {
+        None => Some(None),
+        Some(v) => v.extract::<u64>().ok().map(Some),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(response_head, m)?)?;
+    m.add_function(wrap_pyfunction!(ratelimit_header_pairs, m)?)?;
     Ok(())
 }

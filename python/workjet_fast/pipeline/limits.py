@@ -14,9 +14,10 @@ The request path calls, in this order::
     await limiter.aclose()                                                  # at shutdown
 
 `admission.headers` holds OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the limits that
-exist; `RateLimited` carries the same plus ``Retry-After`` (whole seconds, rounded up). `limiter.stats()` gives
-counters for metrics. The string passed as `key_id` is the scope of the budget: pass the key id for one budget per
-key across models (the per-model and per-tier defaults then decide how much of it a request may use).
+exist (`admission.header_pairs()`: the same as bytes pairs); `RateLimited` carries the same plus ``Retry-After``
+(whole seconds, rounded up). `limiter.stats()` gives counters for metrics. The string passed as `key_id` is the
+scope of the budget: pass the key id for one budget per key across models (the per-model and per-tier defaults
+then decide how much of it a request may use).
 
 Algorithm (docs/limits.md has the long version): rpm and tpm are each a GCRA — the "virtual scheduling" form of a
 token bucket of capacity N refilled continuously at N per 60 s. A key may spend a full minute's budget at once, never
@@ -42,6 +43,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from workjet_fast._workjet_fast import ratelimit_header_pairs
 from workjet_fast.config import ConfigError, Problem
 from workjet_fast.config.limits import LimitsConfig, LimitSpec
 from workjet_fast.errors import RateLimited
@@ -62,17 +64,35 @@ _EPS = 1e-6
 
 
 class Admission:
-    """One admitted request: what `settle` needs to undo, and the headers to send back."""
+    """One admitted request: what `settle` needs to undo, and the headers to send back (from the bucket levels after
+    admission; `None`: no headers, as when no limit is set)."""
 
-    __slots__ = ("headers", "key_id", "lease", "reserved", "settled", "spec")
+    __slots__ = ("key_id", "lease", "levels", "reserved", "settled", "spec")
 
-    def __init__(self, key_id: str, spec: LimitSpec, reserved: int, lease: str | None, headers: dict[str, str]) -> None:
+    def __init__(
+        self, key_id: str, spec: LimitSpec, reserved: int, lease: str | None, levels: tuple[float, float] | None
+    ) -> None:
         self.key_id = key_id
         self.spec = spec
         self.reserved = reserved  # tokens charged to tpm at admission
         self.lease = lease  # concurrency slot held (a Redis lease id, or the key for the memory backend)
-        self.headers = headers
+        self.levels = levels  # (rpm, tpm) bucket levels in seconds of the window in use
         self.settled = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers for the limits that exist (`ratelimit_headers`)."""
+        return {} if self.levels is None else ratelimit_headers(self.spec, *self.levels)
+
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """`headers` as ASGI (name, value) bytes pairs, built in one Rust call (the request path's form)."""
+        if self.levels is None:
+            return []
+        spec = self.spec
+        pairs = ratelimit_header_pairs(spec.rpm, spec.tpm, *self.levels)
+        if pairs is None:  # a limit above 2**53: Python's arithmetic, as ratelimit_headers does it
+            pairs = [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        return pairs
 
 
 def go_duration(seconds: float) -> str:
@@ -235,7 +255,7 @@ class Limiter(ABC):
         """
         if spec.rpm is None and spec.tpm is None and spec.concurrency is None:
             self._counts["admitted"] += 1
-            return Admission(key_id, spec, 0, None, {})
+            return Admission(key_id, spec, 0, None, None)
         if exact is not None:
             try:
                 return await self._reserve(key_id, spec, prompt_tokens, max_completion_tokens)
@@ -322,9 +342,7 @@ class MemoryLimiter(Limiter):
         self._until_prune -= 1
         if self._until_prune <= 0:
             self._prune(now)
-        return Admission(
-            key_id, spec, cost, key_id if conc is not None else None, ratelimit_headers(spec, r_new - now, t_new - now)
-        )
+        return Admission(key_id, spec, cost, key_id if conc is not None else None, (r_new - now, t_new - now))
 
     async def settle(self, admission: Admission, prompt_tokens: int, completion_tokens: int) -> None:
         if admission.settled:

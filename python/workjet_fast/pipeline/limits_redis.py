@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from workjet_fast.config.limits import LimitsConfig, LimitSpec
 from workjet_fast.errors import RateLimited
-from workjet_fast.pipeline.limits import Admission, Limiter, ratelimit_headers, rejection
+from workjet_fast.pipeline.limits import Admission, Limiter, rejection
 
 __all__ = ["ADMIT_LUA", "SETTLE_LUA", "RedisLimiter"]
 
@@ -219,7 +219,7 @@ class RedisLimiter(Limiter):
             self._live[lease] = base + ":c"
             if self._renewer is None or self._renewer.done():
                 self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
-        return Admission(key_id, spec, cost, lease or None, ratelimit_headers(spec, r_level, t_level))
+        return Admission(key_id, spec, cost, lease or None, (r_level, t_level))
 
     def _outage(self, key_id: str, spec: LimitSpec, exc: BaseException) -> Admission:
         self._counts["backend_errors"] += 1
@@ -230,7 +230,7 @@ class RedisLimiter(Limiter):
                 headers={"Retry-After": "1"},
             )
         self._counts["fail_open_admissions"] += 1
-        admission = Admission(key_id, spec, 0, None, {})
+        admission = Admission(key_id, spec, 0, None, None)
         admission.settled = True  # nothing was recorded, so there is nothing to settle
         return admission
 
