@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any, TypeVar
 
 from workjet_fast.config import Deployment, Settings
 from workjet_fast.context import Attempt, RequestContext
+from workjet_fast.deadlines import deadlines, within
 from workjet_fast.errors import BadRequest, ProviderError, ProviderUnavailable
 from workjet_fast.pipeline.breaker import BreakerBoard
 from workjet_fast.providers import Provider, UpstreamFailure, UpstreamStream
@@ -285,10 +285,7 @@ _sleep = asyncio.sleep  # tests replace it to see the waits without waiting
 async def _within(seconds: float, aw: Awaitable[T]) -> T:
     """Await with the remaining total budget; running out counts as unreachable."""
     try:
-        if sys.version_info >= (3, 11):
-            async with asyncio.timeout(seconds):
-                return await aw
-        return await asyncio.wait_for(aw, seconds)  # pragma: no cover - 3.10
+        return await within(seconds, aw)
     except TimeoutError:
         raise UpstreamFailure(f"the total timeout ran out after {seconds:.3g}s", unreachable=True) from None
 
@@ -297,16 +294,16 @@ class _GuardedStream(UpstreamStream):
     """The chosen deployment's stream, held to the total deadline; a break mid-stream counts against its
     circuit. Nothing is retried here: the client already has bytes.
 
-    The deadline is one timer for the whole stream (it closes the upstream when it fires), not a timeout
-    around every read: a stream of 2,000 chunks would otherwise pay for 2,000 timer handles."""
+    The deadline is one entry for the whole stream (it closes the upstream when it fires), not a timeout
+    around every read: a stream of 2,000 chunks would otherwise pay for 2,000 of them."""
 
     def __init__(self, inner: UpstreamStream, deadline: float, on_failure: Callable[[str | None], None]) -> None:
         self._inner = inner
         self._on_failure = on_failure
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._expired = False
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + max(0.0, deadline - _now()), self._expire)
+        self._deadlines = deadlines()
+        self._timer = self._deadlines.add(deadline - _now(), self._expire)
 
     def _expire(self) -> None:
         self._expired = True
@@ -335,7 +332,7 @@ class _GuardedStream(UpstreamStream):
             raise UpstreamFailure("the total timeout ran out mid-stream", unreachable=True)
 
     async def aclose(self) -> None:
-        self._timer.cancel()
+        self._deadlines.cancel(self._timer)
         if self._gen is not None:
             await self._gen.aclose()
         await self._inner.aclose()

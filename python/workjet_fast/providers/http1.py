@@ -13,7 +13,8 @@ does only that, with one `asyncio.Protocol` per connection and no per-request ob
 - **Framing**: Content-Length, chunked, or until close; `Connection: close` and HTTP/1.0 are honoured.
   `gzip`/`deflate` bodies are decoded although we never ask for them (no `Accept-Encoding` is sent).
 - **Timeouts**: `connect_timeout` to connect (TLS included), `timeout` until the response headers, and
-  `read_timeout` for the longest silence while a body is being read.
+  `read_timeout` for the longest silence while a body is being read; the last two are coarse (`deadlines.py`:
+  they fire up to 20 ms late, for a tenth of an event-loop timer's cost).
 - **Back-pressure**: reading from the upstream pauses while more than `_HIGH_WATER` bytes wait for the client.
 - **Abandoning**: `close()` on an unfinished body closes the connection; only a complete response returns
   it to the pool.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import sys
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from workjet_fast.config import ProviderConfig
+from workjet_fast.deadlines import deadlines, within
 from workjet_fast.providers.errors import UpstreamFailure
 from workjet_fast.providers.http import StreamBody
 
@@ -126,11 +127,12 @@ class _Response(StreamBody):
     async def _wait(self) -> None:
         loop = self._conn.loop
         self._waiter = w = loop.create_future()
-        timer = loop.call_later(self._conn.pool.read_timeout, self._timed_out)
+        timers = deadlines(loop)
+        timer = timers.add(self._conn.pool.read_timeout, self._timed_out)
         try:
             await w
         finally:
-            timer.cancel()
+            timers.cancel(timer)
             self._waiter = None
 
     def _timed_out(self) -> None:
@@ -469,11 +471,7 @@ class Http1Transport:
         pool = self._pool(origin)
         request = head + str(len(body)).encode() + b"\r\n\r\n" + body
         try:
-            if sys.version_info >= (3, 11):
-                async with asyncio.timeout(self.config.timeout):
-                    return await self._exchange(pool, request)
-            else:  # pragma: no cover - 3.10
-                return await asyncio.wait_for(self._exchange(pool, request), self.config.timeout)
+            return await within(self.config.timeout, self._exchange(pool, request))
         except TimeoutError:
             raise UpstreamFailure(f"no response within {self.config.timeout:g}s", unreachable=True) from None
 
