@@ -245,6 +245,49 @@ def test_a_server_with_it_answers_on_a_kept_alive_connection_by_the_fast_path(
     assert taken == [True, True, True, True, True]
 
 
+def test_an_idle_kept_alive_connection_is_closed_by_its_deadline_and_pipelining_still_works() -> None:
+    async def main() -> None:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                await send(_start([(b"content-length", b"2")]))
+                await send(_body(b"ok"))
+
+        port = _free_port()
+        config = uvicorn.Config(
+            app,
+            port=port,
+            http=HttpProtocol,
+            log_level="warning",
+            lifespan="off",
+            timeout_keep_alive=0.2,  # type: ignore[arg-type]  # typed int, read as a number of seconds
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            ask = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+            writer.write(ask * 2)  # pipelined: the second starts when the first is answered
+            answers = b""
+            while answers.count(b"ok") < 2:
+                answers += await asyncio.wait_for(reader.read(4096), 5)
+            assert answers.count(b"HTTP/1.1 200 OK") == 2
+            (protocol,) = server.server_state.connections
+            assert isinstance(protocol, HttpProtocol)
+            assert type(protocol.timeout_keep_alive_task).__name__ == "_KeepAlive"  # the deadline, not a loop timer
+            started = asyncio.get_running_loop().time()
+            assert await asyncio.wait_for(reader.read(4096), 5) == b""  # closed by the server, idle
+            waited = asyncio.get_running_loop().time() - started
+            assert 0.15 <= waited < 0.2 + 0.5, waited
+            writer.close()
+        finally:
+            server.should_exit = True
+            await task
+
+    asyncio.run(main())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

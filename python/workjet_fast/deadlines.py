@@ -21,7 +21,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["TICK", "Deadlines", "deadlines", "within"]
+__all__ = ["TICK", "Deadlines", "Key", "deadlines", "within"]
 
 T = TypeVar("T")
 

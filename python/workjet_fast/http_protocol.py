@@ -24,6 +24,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from workjet_fast._workjet_fast import response_head
+from workjet_fast.deadlines import Deadlines, Key, deadlines
 
 __all__ = ["FastCycle", "HttpProtocol"]
 
@@ -152,8 +153,40 @@ class FastCycle(RequestResponseCycle):
         return True
 
 
+class _KeepAlive:
+    """uvicorn's keep-alive timer as a coarse deadline (`deadlines.py`): uvicorn only ever cancels it."""
+
+    __slots__ = ("_deadlines", "_key")
+
+    def __init__(self, deadlines: Deadlines, key: Key) -> None:
+        self._deadlines = deadlines
+        self._key = key
+
+    def cancel(self) -> None:
+        self._deadlines.cancel(self._key)
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's `HttpToolsProtocol` whose request cycles are `FastCycle`s (pass it as uvicorn's `http`)."""
+    """uvicorn's `HttpToolsProtocol` whose request cycles are `FastCycle`s (pass it as uvicorn's `http`), and whose
+    keep-alive timer, set after every response and cancelled by the next request, is a coarse deadline instead of
+    an event-loop timer (~2.5 µs less per request under uvloop; it fires up to 20 ms late)."""
+
+    if hasattr(HttpToolsProtocol, "_start_asgi_task"):  # the uvicorn (0.30 and later) whose method this copies
+
+        def on_response_complete(self) -> None:
+            """uvicorn's `on_response_complete`, but for the keep-alive timer."""
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                timers = deadlines(self.loop)
+                key = timers.add(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+                self.timeout_keep_alive_task = _KeepAlive(timers, key)  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         # Every cycle starts here, pipelined ones too, before `run_asgi` is looked up. Same attributes, same
