@@ -10,6 +10,7 @@ pub mod filter;
 pub mod head;
 pub mod limits;
 pub mod relay;
+pub mod request;
 pub mod sse;
 pub mod tokens;
 

@@ -227,6 +227,11 @@ def response_head(
     some header needs uvicorn's own code: invalid, ``connection``, ``transfer-encoding``, an unusual
     ``content-length``, or not a pair of bytes."""
 
+def request_key(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None] | None:
+    """``(key_hash, content_length)`` from ASGI request headers (the last value of a name counts): the SHA-256 hex
+    of the API key when it is well formed as sent (``Bearer KEY`` or ``x-api-key``; else None, for the Python code
+    to judge), and the ``content-length`` value decoded as latin-1. None when an item is not a pair of bytes."""
+
 def ratelimit_header_pairs(
     rpm: int | None, tpm: int | None, rpm_level: float, tpm_level: float
 ) -> list[tuple[bytes, bytes]] | None:

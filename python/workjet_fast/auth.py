@@ -235,6 +235,11 @@ class KeyCache:
         cache (then `authenticate` looks it up). A missing or malformed key raises `Unauthorized` here."""
         return self._by_hash.get(hash_key(self._checked(key)))
 
+    def by_hash(self, key_hash: str) -> KeyRecord | None:
+        """The cached record of the key with this `hash_key`, if any (no checks: the caller made the hash of a
+        well-formed key)."""
+        return self._by_hash.get(key_hash)
+
     async def authenticate(self, key: str | None) -> KeyRecord:
         h = hash_key(self._checked(key))
         rec = self._by_hash.get(h)

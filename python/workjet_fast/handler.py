@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from workjet_fast._workjet_fast import count_chat_tokens, count_tokens
+from workjet_fast._workjet_fast import count_chat_tokens, count_tokens, request_key
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import Forbidden, GatewayError, PayloadTooLarge
 from workjet_fast.gateway import Gateway
@@ -86,12 +86,23 @@ class ChatHandler:
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
     ) -> None:
-        req_headers = _headers(scope)
-        api_key = api_key_from(req_headers)
-        key = self.gw.keys.cached(api_key) or await self.gw.keys.authenticate(api_key)
+        keys = self.gw.keys
+        key = None
+        # One Rust call reads the key's hash and the body's length from the headers; any key it cannot judge as
+        # the Python code would (none, malformed, blanks to strip), or one not in the cache, takes the full path.
+        fast = request_key(scope["headers"])
+        if fast is not None:
+            key_hash, content_length = fast
+            if key_hash is not None:
+                key = keys.by_hash(key_hash)
+        else:
+            content_length = _headers(scope).get("content-length")
+        if key is None:
+            api_key = api_key_from(_headers(scope))
+            key = keys.cached(api_key) or await keys.authenticate(api_key)
         ctx.key_id, ctx.key_name = key.id, key.name
 
-        raw = await _read_body(receive, req_headers.get("content-length"), self.max_body)
+        raw = await _read_body(receive, content_length, self.max_body)
         body = parse_body(raw)
         model, stream = validate_chat(body)
         ctx.requested_model, ctx.stream = model, stream

@@ -1,11 +1,13 @@
-//! Python glue for `crate::head` and `crate::limits`: `response_head`, for the gateway's uvicorn protocol, and
-//! `ratelimit_header_pairs`, the limiter's headers for it.
+//! Python glue for `crate::head`, `crate::limits` and `crate::request`: `response_head`, for the gateway's uvicorn
+//! protocol, `ratelimit_header_pairs`, the limiter's headers for it, and `request_key`, what the hot route reads
+//! from a request's headers.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::head::HeadBuilder;
 use crate::limits::ratelimit_headers;
+use crate::request::{api_key, key_hash};
 
 /// Feed ASGI headers (an iterable of `(name, value)` bytes pairs) to the builder; false when one is not plain.
 fn push_all(builder: &mut HeadBuilder, headers: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -79,8 +81,45 @@ fn as_limit(v: Option<&Bound<'_, PyAny>>) -> Option<Option<u64>> {
     }
 }
 
+/// `(key_hash, content_length)` from ASGI request headers (lower-case names; the last value of a name counts, as in
+/// a dict): the SHA-256 hex of an API key the fast path can judge (else None: the Python code judges it), and the
+/// `content-length` value as latin-1 text (or None). None when an item is not a pair of bytes.
+#[pyfunction]
+fn request_key(headers: &Bound<'_, PyAny>) -> PyResult<Option<(Option<String>, Option<String>)>> {
+    let (mut authorization, mut x_api_key, mut length) = (None, None, None);
+    for item in headers.try_iter()? {
+        let item = item?;
+        let Ok(pair) = item.cast::<PyTuple>() else {
+            return Ok(None);
+        };
+        if pair.len() != 2 {
+            return Ok(None);
+        }
+        let (Ok(name), Ok(value)) = (
+            pair.get_item(0)?.cast_into::<PyBytes>(),
+            pair.get_item(1)?.cast_into::<PyBytes>(),
+        ) else {
+            return Ok(None);
+        };
+        match name.as_bytes() {
+            b"authorization" => authorization = Some(value),
+            b"x-api-key" => x_api_key = Some(value),
+            b"content-length" => length = Some(value),
+            _ => {}
+        }
+    }
+    let (authorization, x_api_key) = (
+        authorization.as_ref().map(|v| v.as_bytes()),
+        x_api_key.as_ref().map(|v| v.as_bytes()),
+    );
+    let hash = api_key(authorization, x_api_key).map(key_hash);
+    let length = length.map(|v| v.as_bytes().iter().map(|&b| char::from(b)).collect());
+    Ok(Some((hash, length)))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(response_head, m)?)?;
     m.add_function(wrap_pyfunction!(ratelimit_header_pairs, m)?)?;
+    m.add_function(wrap_pyfunction!(request_key, m)?)?;
     Ok(())
 }
