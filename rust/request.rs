@@ -1,6 +1,6 @@
 //! What the hot route reads from a request's headers before its body, in one pass: the SHA-256 of the API key,
 //! when the key is one the fast path can judge as the Python code would (`web.api_key_from`, `auth.well_formed`),
-//! and the declared body length.
+//! and the declared body length; and the names a chat body's messages may use (`pipeline/validate.py`).
 
 use sha2::{Digest, Sha256};
 
@@ -38,6 +38,19 @@ pub fn key_hash(key: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     out
+}
+
+/// `validate.ROLES`: the message roles the gateway accepts.
+pub fn known_role(role: &str) -> bool {
+    matches!(
+        role,
+        "system" | "user" | "assistant" | "developer" | "tool" | "function"
+    )
+}
+
+/// `validate._PART_TYPES`: the content part types the gateway accepts.
+pub fn known_part_type(kind: &str) -> bool {
+    matches!(kind, "text" | "image_url" | "input_audio" | "file" | "refusal")
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from workjet_fast._workjet_fast import chat_ok
 from workjet_fast.errors import BadRequest
 from workjet_fast.pipeline.validate import parse_body, validate_chat
 
@@ -213,3 +214,76 @@ def test_parse_body_raises_only_bad_request_on_bytes(raw: bytes) -> None:
         assert e.status == 400
     else:
         assert isinstance(body, dict)
+
+
+# ---- chat_ok: the request path's one-call answer for valid bodies -----------------------------------------------
+
+_part = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=5)}),
+    st.fixed_dictionaries({"type": st.sampled_from(["image_url", "input_audio", "file", "refusal"])}),
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "video", 3])}),  # a text part without text, a bad type
+)
+_valid_message = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["system", "user", "assistant", "developer", "tool", "function"]),
+            "content": st.text(max_size=5) | st.lists(_part, max_size=2),
+        }
+    ),
+    st.fixed_dictionaries(  # an assistant turn with calls and maybe no content; or another role without content
+        {"role": st.sampled_from(["assistant", "assistant", "user"])},
+        optional={
+            "content": st.none(),
+            "tool_calls": st.lists(st.just({"id": "c"}), max_size=1) | st.none(),
+            "function_call": st.just({"name": "f"}) | st.just({}),
+        },
+    ),
+)
+_ok_number = st.one_of(st.none(), st.integers(1, 1), st.floats(0.0, 1.0))  # valid for every number field
+_number = st.one_of(
+    _ok_number,
+    _ok_number,
+    _ok_number,
+    st.booleans(),
+    st.integers(-2, 3),
+    st.floats(-0.5, 2.5),
+    st.sampled_from([-0.0, 0, 2.0, 2**70]),
+)
+valid_like = st.fixed_dictionaries(
+    {
+        "model": st.text(min_size=1, max_size=5) | st.just(""),
+        "messages": st.lists(_valid_message, min_size=1, max_size=3),
+    },
+    optional={
+        "temperature": _number,
+        "top_p": _number,
+        "max_tokens": _number,
+        "max_completion_tokens": _number,
+        "stream": st.sampled_from([True, False, None, True, False, 1, "true"]),
+        "user": st.text(max_size=3),
+    },
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(valid_like, request_like, json_values))
+def test_chat_ok_answers_only_what_validate_chat_answers(body: Any) -> None:
+    try:
+        want: tuple[str, bool] | None = validate_chat(body) if isinstance(body, dict) else None
+    except BadRequest:
+        want = None
+    got = chat_ok(body)
+    assert got is None or got == want
+    if want is not None and not _has_big_int(body):  # a valid body is told at once (unless an int is beyond 64 bits)
+        assert got == want
+
+
+def _has_big_int(body: dict[str, Any]) -> bool:
+    return any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in body.values())
+
+
+def test_chat_ok_on_the_usual_bodies() -> None:
+    assert chat_ok(ok()) == ("gpt-4o-mini", False) == validate_chat(ok())
+    assert chat_ok(ok(stream=True, temperature=0.2, max_tokens=256)) == ("gpt-4o-mini", True)
+    assert chat_ok(ok(max_tokens=2**70)) is None  # valid, but left to Python
+    assert chat_ok(ok(temperature=True)) is None and chat_ok(ok(stream=1)) is None

@@ -227,6 +227,10 @@ def response_head(
     some header needs uvicorn's own code: invalid, ``connection``, ``transfer-encoding``, an unusual
     ``content-length``, or not a pair of bytes."""
 
+def chat_ok(body: object) -> tuple[str, bool] | None:
+    """``(model, stream)`` when ``pipeline.validate.validate_chat(body)`` would return them without raising; None
+    otherwise (then ``validate_chat`` says what is wrong)."""
+
 def request_key(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None] | None:
     """``(key_hash, content_length)`` from ASGI request headers (the last value of a name counts): the SHA-256 hex
     of the API key when it is well formed as sent (``Bearer KEY`` or ``x-api-key``; else None, for the Python code

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from workjet_fast._workjet_fast import count_chat_tokens, count_tokens, request_key
+from workjet_fast._workjet_fast import chat_ok, count_chat_tokens, count_tokens, request_key
 from workjet_fast.context import RequestContext
 from workjet_fast.errors import Forbidden, GatewayError, PayloadTooLarge
 from workjet_fast.gateway import Gateway
@@ -104,7 +104,8 @@ class ChatHandler:
 
         raw = await _read_body(receive, content_length, self.max_body)
         body = parse_body(raw)
-        model, stream = validate_chat(body)
+        checked = chat_ok(body)  # a valid body is told in one Rust call; any other gets validate_chat's error
+        model, stream = checked if checked is not None else validate_chat(body)
         ctx.requested_model, ctx.stream = model, stream
         user = body.get("user")
         ctx.user = user if isinstance(user, str) else None

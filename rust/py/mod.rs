@@ -11,6 +11,7 @@ mod errors;
 mod head;
 mod sse;
 mod tokens;
+mod validate;
 
 #[pymodule(gil_used = false)]
 fn _workjet_fast(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _workjet_fast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sse::register(m)?;
     tokens::register(m)?;
     dlp::register(m)?;
+    validate::register(m)?;
     Ok(())
 }

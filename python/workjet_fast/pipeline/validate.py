@@ -2,6 +2,8 @@
 
 The body is parsed once (orjson) and the same dict travels on; fields the gateway does not use
 (tools, tool_choice, response_format, stop, n, seed, user, stream_options, ...) pass through untouched.
+The request path first asks the Rust `chat_ok`, which answers for valid bodies only (tests/test_validate.py
+holds it to `validate_chat`); this module says what is wrong with the others.
 """
 
 from __future__ import annotations
