@@ -249,9 +249,7 @@ fn value(out: &mut String, v: Value<'_>) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
         Value::Float(f) => float(out, f),
         Value::Str(s) => string(out, s),
     }
@@ -261,6 +259,14 @@ fn value(out: &mut String, v: Value<'_>) {
 /// escapes, everything else (DEL, non-ASCII, `/`) as is.
 pub fn string(out: &mut String, s: &str) {
     out.push('"');
+    // Most texts need no escape: one pass without early exit (it vectorises), then one copy.
+    if s.bytes()
+        .fold(true, |plain, b| plain & (b >= 0x20 && b != b'"' && b != b'\\'))
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -294,10 +300,22 @@ pub fn float(out: &mut String, f: f64) {
         return;
     }
     let mut buf = ryu::Buffer::new();
-    let (digits, exp) = shortest(buf.format_finite(f.abs()));
+    let text = buf.format_finite(f.abs());
     if f.is_sign_negative() {
         out.push('-');
     }
+    if text.contains('e') {
+        from_digits(out, text);
+    } else {
+        // ryu writes fixed notation for the same exponents (-5..16) and with the same digits as orjson (a test
+        // holds it to `from_digits` for any float).
+        out.push_str(text);
+    }
+}
+
+/// orjson's text of a non-negative float from ryu's text of it (`float` without the sign).
+fn from_digits(out: &mut String, text: &str) {
+    let (digits, exp) = shortest(text);
     if digits.is_empty() {
         out.push_str("0.0");
         return;
@@ -384,6 +402,40 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn ryus_fixed_notation_is_orjsons(bits in proptest::num::u64::ANY) {
+            let x = f64::from_bits(bits).abs();
+            proptest::prop_assume!(x.is_finite());
+            let mut general = String::new();
+            from_digits(&mut general, ryu::Buffer::new().format_finite(x));
+            proptest::prop_assert_eq!(f(x), general);
+        }
+
+        #[test]
+        fn plain_and_escaped_strings_agree(s in "[a-z\"\\\\\u{0}-\u{1f}é ]{0,40}") {
+            // The one-copy path for plain texts and the escaping path write the same as escaping every text.
+            let mut fast = String::new();
+            string(&mut fast, &s);
+            let mut slow = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => slow.push_str("\\\""),
+                    '\\' => slow.push_str("\\\\"),
+                    '\n' => slow.push_str("\\n"),
+                    '\r' => slow.push_str("\\r"),
+                    '\t' => slow.push_str("\\t"),
+                    '\u{8}' => slow.push_str("\\b"),
+                    '\u{c}' => slow.push_str("\\f"),
+                    c if (c as u32) < 0x20 => slow.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => slow.push(c),
+                }
+            }
+            slow.push('"');
+            proptest::prop_assert_eq!(fast, slow);
+        }
+    }
 
     fn f(x: f64) -> String {
         let mut s = String::new();
