@@ -44,7 +44,8 @@ def url(tmp_path: Path) -> str:
 
 
 def cfg(tmp_path: Path, **kw: Any) -> AuditConfig:
-    base = AuditConfig(spill_path=str(tmp_path / "spill" / "audit-spill.jsonl"), flush_interval=0.05, batch_size=4)
+    spill = str(tmp_path / "spill" / "audit-spill.jsonl")
+    base = AuditConfig(spill_path=spill, flush_interval=0.05, batch_size=4, background_writer=True)
     return replace(base, **kw)
 
 

@@ -26,7 +26,7 @@ class AuditConfig:
     prune_interval: float = 3600.0  # seconds between retention runs of the writer
     # Linux: the writer thread runs at nice 19 while it keeps up, so a waking event loop takes the core from it at
     # once; when the queue reaches two batches, a writer at the worker's own priority takes over (docs/audit.md).
-    background_writer: bool = True
+    background_writer: bool = False
 
 
 def read_audit(s: Section, data_dir: str) -> AuditConfig:
@@ -42,7 +42,7 @@ def read_audit(s: Section, data_dir: str) -> AuditConfig:
         checkpoint_interval=s.float("checkpoint_interval", 60.0, positive=True),
         checkpoint_key=s.str("checkpoint_key", ""),
         prune_interval=s.float("prune_interval", 3600.0, positive=True),
-        background_writer=s.bool("background_writer", True),
+        background_writer=s.bool("background_writer", False),
     )
     if cfg.url is not None and not cfg.url.startswith(("sqlite://", "postgresql://", "postgres://")):
         s.problem("url", "must start with sqlite:/// or postgresql://")
