@@ -9,18 +9,27 @@ use crate::head::HeadBuilder;
 use crate::limits::ratelimit_headers;
 use crate::request::{api_key, key_hash};
 
+/// One ASGI header: a `(name, value)` tuple of bytes, or None for anything else.
+fn bytes_pair<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let Ok(pair) = item.cast::<PyTuple>() else {
+        return Ok(None);
+    };
+    if pair.len() != 2 {
+        return Ok(None);
+    }
+    let (Ok(name), Ok(value)) = (
+        pair.get_item(0)?.cast_into::<PyBytes>(),
+        pair.get_item(1)?.cast_into::<PyBytes>(),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some((name, value)))
+}
+
 /// Feed ASGI headers (an iterable of `(name, value)` bytes pairs) to the builder; false when one is not plain.
 fn push_all(builder: &mut HeadBuilder, headers: &Bound<'_, PyAny>) -> PyResult<bool> {
     for item in headers.try_iter()? {
-        let item = item?;
-        let Ok(pair) = item.cast::<PyTuple>() else {
-            return Ok(false);
-        };
-        if pair.len() != 2 {
-            return Ok(false);
-        }
-        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
-        let (Ok(name), Ok(value)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
+        let Some((name, value)) = bytes_pair(&item?)? else {
             return Ok(false);
         };
         if !builder.push(name.as_bytes(), value.as_bytes()) {
@@ -88,17 +97,7 @@ fn as_limit(v: Option<&Bound<'_, PyAny>>) -> Option<Option<u64>> {
 fn request_key(headers: &Bound<'_, PyAny>) -> PyResult<Option<(Option<String>, Option<String>)>> {
     let (mut authorization, mut x_api_key, mut length) = (None, None, None);
     for item in headers.try_iter()? {
-        let item = item?;
-        let Ok(pair) = item.cast::<PyTuple>() else {
-            return Ok(None);
-        };
-        if pair.len() != 2 {
-            return Ok(None);
-        }
-        let (Ok(name), Ok(value)) = (
-            pair.get_item(0)?.cast_into::<PyBytes>(),
-            pair.get_item(1)?.cast_into::<PyBytes>(),
-        ) else {
+        let Some((name, value)) = bytes_pair(&item?)? else {
             return Ok(None);
         };
         match name.as_bytes() {
