@@ -389,7 +389,8 @@ pub fn chain_hashes<S: AsRef<str>>(chain_id: &str, first_seq: u64, prev: &str, r
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`, as Python's `hexdigest()` writes it.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

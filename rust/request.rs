@@ -4,6 +4,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::audit::hex;
+
 pub const KEY_PREFIX: &[u8] = b"wj_live_";
 
 /// `auth.well_formed`: the prefix, then at least 32 ASCII letters and digits, 128 bytes at most in all.
@@ -30,14 +32,7 @@ pub fn api_key<'a>(authorization: Option<&'a [u8]>, x_api_key: Option<&'a [u8]>)
 
 /// `auth.hash_key`: the key's SHA-256 in lower-case hex.
 pub fn key_hash(key: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(key);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
+    hex(&Sha256::digest(key))
 }
 
 /// `validate.ROLES`: the message roles the gateway accepts.

@@ -87,16 +87,11 @@ class ChatHandler:
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]
     ) -> None:
         keys = self.gw.keys
-        key = None
         # One Rust call reads the key's hash and the body's length from the headers; any key it cannot judge as
         # the Python code would (none, malformed, blanks to strip), or one not in the cache, takes the full path.
         fast = request_key(scope["headers"])
-        if fast is not None:
-            key_hash, content_length = fast
-            if key_hash is not None:
-                key = keys.by_hash(key_hash)
-        else:
-            content_length = _headers(scope).get("content-length")
+        key_hash, content_length = fast if fast is not None else (None, _headers(scope).get("content-length"))
+        key = keys.by_hash(key_hash) if key_hash is not None else None
         if key is None:
             api_key = api_key_from(_headers(scope))
             key = keys.cached(api_key) or await keys.authenticate(api_key)

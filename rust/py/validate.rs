@@ -2,6 +2,7 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::type_object::PyTypeCheck;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use crate::request::{known_part_type, known_role};
@@ -15,19 +16,13 @@ fn chat_ok<'py>(body: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyStrin
     let Ok(body) = body.cast::<PyDict>() else {
         return Ok(None);
     };
-    let Some(model) = body.get_item(intern!(py, "model"))? else {
-        return Ok(None);
-    };
-    let Ok(model) = model.cast_into::<PyString>() else {
+    let Some(model) = item::<PyString>(body, intern!(py, "model"))? else {
         return Ok(None);
     };
     if model.to_str().map_or(true, str::is_empty) {
         return Ok(None);
     }
-    let Some(messages) = body.get_item(intern!(py, "messages"))? else {
-        return Ok(None);
-    };
-    let Ok(messages) = messages.cast_into::<PyList>() else {
+    let Some(messages) = item::<PyList>(body, intern!(py, "messages"))? else {
         return Ok(None);
     };
     if messages.is_empty() {
@@ -66,6 +61,14 @@ fn chat_ok<'py>(body: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, PyStrin
     Ok(Some((model, stream)))
 }
 
+/// `dict[name]` when it is there and a `T` (or a subclass, as `isinstance` says); None otherwise.
+fn item<'py, T: PyTypeCheck>(
+    dict: &Bound<'py, PyDict>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, T>>> {
+    Ok(dict.get_item(name)?.and_then(|v| v.cast_into::<T>().ok()))
+}
+
 /// `_number`: None, or an int or float (not a bool) within [0, hi].
 fn number_ok(v: &Bound<'_, PyAny>, hi: f64) -> bool {
     if v.is_none() {
@@ -95,11 +98,7 @@ fn message_ok(msg: &Bound<'_, PyAny>) -> PyResult<bool> {
     let Ok(msg) = msg.cast::<PyDict>() else {
         return Ok(false);
     };
-    let role = match msg.get_item(intern!(py, "role"))? {
-        Some(r) => r,
-        None => return Ok(false),
-    };
-    let Ok(role) = role.cast::<PyString>() else {
+    let Some(role) = item::<PyString>(msg, intern!(py, "role"))? else {
         return Ok(false);
     };
     let Ok(role) = role.to_str() else {
@@ -129,10 +128,7 @@ fn message_ok(msg: &Bound<'_, PyAny>) -> PyResult<bool> {
         let Ok(part) = part.cast::<PyDict>() else {
             return Ok(false);
         };
-        let Some(kind) = part.get_item(intern!(py, "type"))? else {
-            return Ok(false);
-        };
-        let Ok(kind) = kind.cast::<PyString>() else {
+        let Some(kind) = item::<PyString>(part, intern!(py, "type"))? else {
             return Ok(false);
         };
         let Ok(kind) = kind.to_str() else {
