@@ -34,6 +34,7 @@ VARIANTS: dict[str, Callable[[str], str]] = {
     "rx": lambda t: t.replace("dlp:\n  enabled: true", "dlp:\n  enabled: true\n  engine: regex"),
     "aiohttp": lambda t: t.replace("http_client: native", "http_client: aiohttp"),
     "fgwriter": lambda t: t.replace("audit:\n  enabled: true", "audit:\n  enabled: true\n  background_writer: false"),
+    "noyield": lambda t: t.replace("audit:\n  enabled: true", "audit:\n  enabled: true\n  yield_below: 0"),
     "bgwriter": lambda t: t.replace("audit:\n  enabled: true", "audit:\n  enabled: true\n  background_writer: true"),
 }
 

@@ -49,6 +49,8 @@ class Gateway:
         self.dlp = Dlp(settings.dlp)
         self.limiter = make_limiter(settings.limits, settings.server.workers)
         self.audit = AuditLog.open(settings.audit, settings.storage_url)
+        self.in_flight = 0  # chat requests being served; kept by ChatHandler
+        self.audit.watch_load(lambda: self.in_flight)
         self.metrics = metrics.METRICS
         self.metrics.register_audit(self.audit)
         self.metrics.register_circuits(

@@ -56,6 +56,8 @@ class ChatHandler:
             request_id=new_request_id(), client=client[0] if client else None, path="/v1/chat/completions"
         )
         headers: list[tuple[bytes, bytes]] = [(b"x-request-id", ctx.request_id.encode())]
+        gw = self.gw
+        gw.in_flight += 1
         try:
             await self._handle(scope, receive, send, ctx, headers)
         except GatewayError as e:
@@ -79,9 +81,10 @@ class ChatHandler:
             ctx.finish(500, err.code)
             await _send_error(send, err, headers)
         finally:
+            gw.in_flight -= 1
             if ctx.ended_at is None:
                 ctx.finish(ctx.status)
-            self.gw.audit_submit(ctx)
+            gw.audit_submit(ctx)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, headers: list[tuple[bytes, bytes]]

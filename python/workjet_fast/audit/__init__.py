@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from workjet_fast.audit.chain import Chain, VerifyReport, verify
@@ -64,6 +65,12 @@ class AuditLog:
         A database that is down does not stop the start: records spill until it returns."""
         if self._writer is not None:
             self._writer.start()
+
+    def watch_load(self, in_flight: Callable[[], int]) -> None:
+        """Tell the writer how many requests the process is serving: while few are, it gives the core back to the
+        event loop between the statements of a batch (`AuditWriter._pause`)."""
+        if self._writer is not None:
+            self._writer.in_flight = in_flight
 
     def submit(self, record: dict[str, Any]) -> None:
         """Queue one request's record. Non-blocking, never raises, never waits on the database."""

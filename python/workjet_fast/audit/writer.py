@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from workjet_fast.audit.chain import Chain, Row, make_checkpoint
@@ -43,6 +44,8 @@ Prepared = tuple[Columns, str]  # a normalised record's indexed columns and its 
 log = logging.getLogger("workjet.audit")
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 _BACKGROUND_NICE = 19
+# Gives up the core (and the GIL) to a thread that waits for it; returns at once when none does. Not on Windows.
+_YIELD: Callable[[], None] | None = getattr(os, "sched_yield", None)
 _CALM_SECONDS = 1.0  # a writer at normal priority returns to the background after this long below one batch
 
 
@@ -83,6 +86,8 @@ class AuditWriter:
         self.refused = 0  # rows the database refused while reachable (reported within `dropped`)
         self.errors = 0
         self.boosts = 0  # writers started at normal priority because the background one fell behind
+        # How many requests the process is serving; read by the writer thread (`_pause`). None: never pause.
+        self.in_flight: Callable[[], int] | None = None
 
     # ---- request path -------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
@@ -316,7 +321,7 @@ class AuditWriter:
         a batch the database refuses while it answers is retried row by row, so one bad row cannot hold
         every other record back (a refused row is logged and counted as dropped; verify shows its seq)."""
         try:
-            self.store.insert(rows)
+            self.store.insert(rows, pause=self._pause())
             return len(rows)
         except StorageError:
             self.store.db.ping()
@@ -325,6 +330,18 @@ class AuditWriter:
                 log.error("audit: the database refused record %s:%d", rows[0].chain_id, rows[0].seq)
                 return 0
         return sum(self._insert([r]) for r in rows)
+
+    def _pause(self) -> Callable[[], None] | None:
+        """What to do between the statements of a batch: give the core to the event loop while it serves
+        fewer than `yield_below` requests (`in_flight`, set by the gateway). A batch of 128 rows is ~1.5 ms of
+        work on the worker's core, and the scheduler lets a thread that slept for a flush interval keep the core
+        for that long: the request in flight waited for the whole batch (p99 at one connection ~1.6 ms with the
+        audit on, ~0.3 without it). Yielding every PAUSED_ROWS rows bounds that wait to one statement (p99
+        ~0.6 ms). With many requests in flight they queue anyway, and the yields cost ~6% of the throughput."""
+        probe = self.in_flight
+        if probe is None or _YIELD is None or probe() >= self.cfg.yield_below:
+            return None
+        return _YIELD
 
     def _maintain(self, final: bool = False) -> None:
         self.spill.sync()

@@ -27,6 +27,9 @@ class AuditConfig:
     # Linux: the writer thread runs at nice 19 while it keeps up, so a waking event loop takes the core from it at
     # once; when the queue reaches two batches, a writer at the worker's own priority takes over (docs/audit.md).
     background_writer: bool = False
+    # The writer gives the core back to the event loop between the statements of a batch (16 rows each, SQLite)
+    # while fewer than this many requests are in flight; 0: never (docs/audit.md).
+    yield_below: int = 2
 
 
 def read_audit(s: Section, data_dir: str) -> AuditConfig:
@@ -43,6 +46,7 @@ def read_audit(s: Section, data_dir: str) -> AuditConfig:
         checkpoint_key=s.str("checkpoint_key", ""),
         prune_interval=s.float("prune_interval", 3600.0, positive=True),
         background_writer=s.bool("background_writer", False),
+        yield_below=s.int("yield_below", 2, min=0),
     )
     if cfg.url is not None and not cfg.url.startswith(("sqlite://", "postgresql://", "postgres://")):
         s.problem("url", "must start with sqlite:/// or postgresql://")
