@@ -51,7 +51,8 @@ def fake_upstream() -> Iterator[FakeOpenAI]:
 
 def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
     """A complete configuration: models `gpt-4o-mini` (normal), `broken` (500), `down` (nothing listens),
-    `stall`, `breaker` (drops mid-stream), `slow`, and tiers `standard` (capped) and `premium`."""
+    `stall`, `breaker` (drops mid-stream), `slow`, `split1`/`split7` (streams in pieces of 1 or 7 bytes), `burst`
+    (a whole stream in one write), and tiers `standard` (capped) and `premium`."""
     dead = f"http://127.0.0.1:{free_port()}/v1"
     return textwrap.dedent(
         f"""
@@ -85,6 +86,7 @@ def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
               slow: {{provider: fake, model: slow}}
               split1: {{provider: fake, model: "split:1"}}
               split7: {{provider: fake, model: "split:7"}}
+              burst: {{provider: fake, model: "split:1000000"}}
               capped:
                 provider: fake
                 model: upstream-capped

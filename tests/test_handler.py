@@ -1,15 +1,25 @@
-"""The chat handler's own helpers; the route as a whole is tested end to end in test_chat_e2e.py."""
+"""The chat handler's own helpers and how a stream's writes are cut; the route as a whole is tested end to end in
+test_chat_e2e.py."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from starlette.testclient import TestClient
 
+from tests.conftest import WORKJET, base_config
+from tests.fakes.openai_upstream import FakeOpenAI
 from workjet_fast import handler
 from workjet_fast._workjet_fast import count_chat_tokens as real
+from workjet_fast.app import create_app
+from workjet_fast.config import load_settings
+from workjet_fast.gateway import Gateway
 
 
 def test_prompts_are_counted_where_their_size_says(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,3 +51,49 @@ def test_prompts_are_counted_where_their_size_says(monkeypatch: pytest.MonkeyPat
     assert threads[3].name.startswith("workjet-count")
     assert trims == threads[2:]  # the heap is trimmed after the two largest counts, in their threads
     assert counts == [real([(m["role"], m["content"], None) for m in p], "gpt-4o") for p in prompts]
+
+
+def _spied(app: Any, bodies: list[bytes]) -> Any:
+    """The app, with the body of every HTTP response message it sends kept in `bodies`."""
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        async def keep(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                bodies.append(message.get("body", b""))
+            await send(message)
+
+        await app(scope, receive, keep)
+
+    return spy
+
+
+@pytest.mark.parametrize("others", [0, 1])
+def test_a_stream_sent_at_once_has_its_first_event_apart_only_while_alone(
+    others: int, tmp_path: Path, fake_upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `burst` upstream writes a whole stream at once. While the request is the only one in flight, its first
+    event is sent before the others are relayed; with another in flight, they leave together in one write."""
+
+    class Busy(Gateway):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            self.in_flight = others  # requests in flight besides the one under test
+
+    monkeypatch.setattr("workjet_fast.app.Gateway", Busy)
+    cfg = tmp_path / "workjet.yaml"
+    cfg.write_text(base_config(fake_upstream.base_url, tmp_path))
+    created = subprocess.run([WORKJET, "keys", "create", "--name", "t", "--config", str(cfg)],
+                             capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    bodies: list[bytes] = []
+    chat = {"model": "burst", "stream": True, "messages": [{"role": "user", "content": "hello gateway"}]}
+    with TestClient(_spied(create_app(load_settings(cfg)), bodies)) as c:
+        r = c.post("/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {created.stdout.strip()}"})
+    assert r.status_code == 200
+    events = [e for e in r.content.split(b"\n\n") if e]
+    texts = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[:-1]]
+    assert "".join(texts) == "You said: hello gateway" and events[-1] == b"data: [DONE]"
+    assert b"".join(bodies) == r.content
+    if others:
+        assert len(bodies) == 1  # one write
+    else:
+        assert len(bodies) == 2 and bodies[0] == events[0] + b"\n\n"  # the first event, then the rest

@@ -210,13 +210,27 @@ class ChatHandler:
             t_up = time.perf_counter()
             last = b""  # the output of the piece that ended the stream, sent with the tail in one write
             try:
+                first = True
                 async for piece in upstream:
-                    out = relay.feed(piece)
+                    parts: tuple[bytes, ...] = (piece,)
+                    if first:
+                        # Several events in the first read (a fast or cached upstream): while this is the only
+                        # request in flight, the first event leaves before the others are relayed and scanned (first
+                        # `data:` byte ~0.06 ms sooner at one connection). With others in flight the extra write and
+                        # the client's extra wake-up (~25 µs of CPU per stream) would cost throughput instead.
+                        first = False
+                        cut = piece.find(b"\n\n") + 2
+                        if 1 < cut < len(piece) and self.gw.in_flight <= 1:
+                            parts = (piece[:cut], piece[cut:])
+                    for part in parts:
+                        out = relay.feed(part)
+                        if relay.done:
+                            last = out
+                            break
+                        if out:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
                     if relay.done:
-                        last = out
                         break
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail = last + relay.finish()
             except UpstreamFailure as f:
                 # After the first byte nothing is retried: tell the client in the stream and end it cleanly.
