@@ -52,7 +52,8 @@ def fake_upstream() -> Iterator[FakeOpenAI]:
 def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
     """A complete configuration: models `gpt-4o-mini` (normal), `broken` (500), `down` (nothing listens),
     `stall`, `breaker` (drops mid-stream), `slow`, `split1`/`split7` (streams in pieces of 1 or 7 bytes), `burst`
-    (a whole stream in one write), and tiers `standard` (capped) and `premium`."""
+    (a whole stream in one write), `burst2` (in two writes of several events), and tiers `standard` (capped) and
+    `premium`."""
     dead = f"http://127.0.0.1:{free_port()}/v1"
     return textwrap.dedent(
         f"""
@@ -87,6 +88,7 @@ def base_config(upstream_url: str, data_dir: Path, extra: str = "") -> str:
               split1: {{provider: fake, model: "split:1"}}
               split7: {{provider: fake, model: "split:7"}}
               burst: {{provider: fake, model: "split:1000000"}}
+              burst2: {{provider: fake, model: "bursts:2"}}
               capped:
                 provider: fake
                 model: upstream-capped

@@ -21,7 +21,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.test_audit_store import ENGINES, fresh_url, rec
 from tests.test_audit_writer import record, rows_in, verified
 from workjet_fast.app import create_app
-from workjet_fast.audit import AuditLog, store as store_module, writer as writer_mod
+from workjet_fast.audit import AuditLog, store as store_module, writer as writer_module
 from workjet_fast.audit.chain import Chain, verify
 from workjet_fast.audit.store import PAUSED_ROWS, AuditStore
 from workjet_fast.config import load_settings
@@ -77,16 +77,19 @@ def test_the_writer_yields_only_while_fewer_than_yield_below_requests_are_in_fli
 
 def test_a_writer_that_yields_stores_every_record_chained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     yields: list[int] = []
-    monkeypatch.setattr(writer_mod, "_YIELD", lambda: yields.append(1))
+    monkeypatch.setattr(writer_module, "_YIELD", lambda: yields.append(1))
+    sizes: list[int] = []
+    real = store_module._insert_rows_sql
+    monkeypatch.setattr(store_module, "_insert_rows_sql", lambda n: sizes.append(n) or real(n))
     url = f"sqlite:///{tmp_path}/a.db"
     log = AuditLog(AuditConfig(spill_path=str(tmp_path / "spill.jsonl"), batch_size=64, flush_interval=0.01), url)
     log.watch_load(lambda: 1)
-    log.start()
     for i in range(300):
         log.submit(record(i))
+    log.start()  # five batches: four of 64, one of 44
     assert log.close(timeout=30)
     assert sorted(rows_in(url)) == sorted(record(i)["request_id"] for i in range(300)) and verified(url)
-    assert len(yields) >= 300 // PAUSED_ROWS  # at least one before each statement of 16
+    assert sizes == [PAUSED_ROWS] * 4 * 4 + [16, 16, 8, 4] and len(yields) == len(sizes) + 5  # and before commits
 
 
 def test_the_gateway_counts_its_requests_in_flight_for_the_writer(

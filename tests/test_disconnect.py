@@ -51,6 +51,8 @@ def test_repeated_disconnects_leave_no_stuck_streams(gateway: GatewayProc, fake_
                 assert r.status_code == 200
                 next(r.iter_raw())
     assert wait_for(lambda: fake_upstream.disconnects == 5), f"disconnects seen: {fake_upstream.disconnects}"
+    # Every request that ended by a disconnect was counted off (the audit writer's yields go by this count).
+    assert wait_for(lambda: "workjet_requests_in_flight 0\n" in httpx.get(gateway.url + "/metrics").text)
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as c:
         assert c.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG}).status_code == 200
 

@@ -67,12 +67,14 @@ def _spied(app: Any, bodies: list[bytes]) -> Any:
     return spy
 
 
+@pytest.mark.parametrize(("model", "reads"), [("burst", 1), ("burst2", 2)])
 @pytest.mark.parametrize("others", [0, 1])
-def test_a_stream_sent_at_once_has_its_first_event_apart_only_while_alone(
-    others: int, tmp_path: Path, fake_upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+def test_a_read_of_several_events_has_its_first_event_apart_only_first_and_alone(
+    model: str, reads: int, others: int, tmp_path: Path, fake_upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The `burst` upstream writes a whole stream at once. While the request is the only one in flight, its first
-    event is sent before the others are relayed; with another in flight, they leave together in one write."""
+    """`burst` writes a whole stream at once, `burst2` in two writes of several events. While the request is the
+    only one in flight, the first event of the first read is sent before the rest of it is relayed; every other
+    read, and every read with another request in flight, leaves in one write."""
 
     class Busy(Gateway):
         def __init__(self, *a: Any, **k: Any) -> None:
@@ -85,7 +87,7 @@ def test_a_stream_sent_at_once_has_its_first_event_apart_only_while_alone(
     created = subprocess.run([WORKJET, "keys", "create", "--name", "t", "--config", str(cfg)],
                              capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
     bodies: list[bytes] = []
-    chat = {"model": "burst", "stream": True, "messages": [{"role": "user", "content": "hello gateway"}]}
+    chat = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hello gateway"}]}
     with TestClient(_spied(create_app(load_settings(cfg)), bodies)) as c:
         r = c.post("/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {created.stdout.strip()}"})
     assert r.status_code == 200
@@ -94,6 +96,20 @@ def test_a_stream_sent_at_once_has_its_first_event_apart_only_while_alone(
     assert "".join(texts) == "You said: hello gateway" and events[-1] == b"data: [DONE]"
     assert b"".join(bodies) == r.content
     if others:
-        assert len(bodies) == 1  # one write
+        assert len(bodies) == reads  # one write per read
     else:
-        assert len(bodies) == 2 and bodies[0] == events[0] + b"\n\n"  # the first event, then the rest
+        assert len(bodies) == reads + 1 and bodies[0] == events[0] + b"\n\n"  # the first event, then the rest
+
+
+@pytest.mark.parametrize(
+    ("data", "end"),
+    [
+        (b"data: a\n\ndata: b\n\n", 9),
+        (b"data: a\r\n\r\ndata: b\r\n\r\n", 11),
+        (b": keep-alive\n\ndata: a\n\n", 14),
+        (b"data: a\r\n\r\ndata: b\n\n", 11),  # the earlier of the two wins
+        (b"data: a\n", -1),
+    ],
+)
+def test_the_first_event_ends_after_its_blank_line(data: bytes, end: int) -> None:
+    assert handler._first_event_end(data) == end

@@ -56,6 +56,9 @@ class Gateway:
         self.metrics.register_circuits(
             lambda: {label: b["state"] for label, b in self.router.breakers.snapshot().items()}
         )
+        self.metrics.register_collector(
+            lambda: [metrics.Sample("workjet_requests_in_flight", "Chat requests being served.", {}, self.in_flight)]
+        )
         # Access log lines are buffered and written at least every ACCESS_FLUSH_SECONDS (and at shutdown):
         # one write per batch instead of a syscall per request. The audit log is the durable record.
         self._access_out: BinaryIO | None = (

@@ -8,6 +8,7 @@ Behaviour is chosen by the model name the gateway sends (the deployment's provid
 - ``break``: streams a few chunks, then drops the connection
 - ``slow``: streams one chunk every 50 ms for a long time (for disconnect tests)
 - ``split:<N>``: streams the reply in pieces of N bytes of raw SSE (frames split anywhere)
+- ``bursts:<N>``: streams the reply's frames in N writes of several whole frames each, 20 ms apart
 - ``cut:<I>``: streams the reply's text as two content deltas, cut at character I
 - ``chars``: streams the reply's text one character per content delta
 
@@ -147,6 +148,12 @@ class FakeOpenAI(Fake):
                     await asyncio.sleep(0.05)
             elif model.startswith("split:"):
                 await write_split(resp, frames, int(model.split(":", 1)[1]))
+            elif model.startswith("bursts:"):
+                n = int(model.split(":", 1)[1])
+                size = -(-len(frames) // n)
+                for i in range(0, len(frames), size):
+                    await resp.write(b"".join(frames[i : i + size]))
+                    await asyncio.sleep(0.02)  # each group its own read at the gateway
             else:
                 for f in frames:
                     await resp.write(f)

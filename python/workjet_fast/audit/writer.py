@@ -335,9 +335,9 @@ class AuditWriter:
         """What to do between the statements of a batch: give the core to the event loop while it serves
         fewer than `yield_below` requests (`in_flight`, set by the gateway). A batch of 128 rows is ~1.5 ms of
         work on the worker's core, and the scheduler lets a thread that slept for a flush interval keep the core
-        for that long: the request in flight waited for the whole batch (p99 at one connection ~1.6 ms with the
-        audit on, ~0.3 without it). Yielding every PAUSED_ROWS rows bounds that wait to one statement (p99
-        ~0.6 ms). With many requests in flight they queue anyway, and the yields cost ~6% of the throughput."""
+        for that long: the request in flight waited for the whole batch (p99 at one connection ~1.5 ms with the
+        audit on, ~0.3 without it). Yielding every PAUSED_ROWS rows bounds that wait to about one statement (p99
+        0.85 ms). With many requests in flight they queue anyway, and the yields cost 5-7% of the throughput."""
         probe = self.in_flight
         if probe is None or _YIELD is None or probe() >= self.cfg.yield_below:
             return None
