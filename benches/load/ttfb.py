@@ -2,13 +2,15 @@
 
 A raw asyncio HTTP/1.1 client (no client library in the measurement). For each request it records the time
 from the last byte written to the response's first byte (`head`) and to the first `data:` byte (`first`),
-and to the end of the body (`total`). Prints one JSON object with the medians and p90/p99 in milliseconds.
+and to the end of the body (`total`). Prints one JSON object with the medians and p90/p99 in milliseconds;
+with `TTFB_RAW=FILE`, also writes each request's write and first-`data:` times there (benches/load/firstbyte.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -20,7 +22,10 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> tuple[float, float, float]:
+async def _one(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes, raw: list[tuple[int, int]]
+) -> tuple[float, float, float]:
+    wrote = time.perf_counter()
     writer.write(req)
     await writer.drain()
     t0 = time.perf_counter()
@@ -47,10 +52,15 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: 
         rest += more
     if t_first < 0 and b"data:" in rest:
         t_first = t_head
+    raw.append((round(wrote * 1e9), round((t0 + t_first) * 1e9)))
     return t_head, t_first, time.perf_counter() - t0
 
 
-async def measure(url: str, body: bytes, n: int, headers: dict[str, str], warmup: int = 50) -> dict[str, float]:
+async def measure(
+    url: str, body: bytes, n: int, headers: dict[str, str], warmup: int = 50, raw: list[tuple[int, int]] | None = None
+) -> dict[str, float]:
+    """`raw`, if given, gets per measured request when it was written and when its first `data:` byte came
+    back, as perf_counter nanoseconds (the machine's monotonic clock, comparable across processes)."""
     u = urlsplit(url)
     reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -64,10 +74,13 @@ async def measure(url: str, body: bytes, n: int, headers: dict[str, str], warmup
         return head.encode() + b
 
     heads, firsts, totals = [], [], []
+    stamps: list[tuple[int, int]] = []
     try:
         for i in range(warmup + n):
-            h, f, t = await _one(reader, writer, request(i))
+            h, f, t = await _one(reader, writer, request(i), stamps)
             if i >= warmup:
+                if raw is not None:
+                    raw.append(stamps[-1])
                 heads.append(h * 1000)
                 firsts.append(f * 1000)
                 totals.append(t * 1000)
@@ -88,7 +101,11 @@ def main() -> None:
     headers = dict(h.split(": ", 1) for h in sys.argv[4:])
     with open(body_file, "rb") as f:
         body = f.read()
-    print(json.dumps(asyncio.run(measure(url, body, n, headers))))
+    raw: list[tuple[int, int]] = []
+    print(json.dumps(asyncio.run(measure(url, body, n, headers, raw=raw))))
+    if os.environ.get("TTFB_RAW"):  # benches/load/firstbyte.py joins these with the gateway's own stamps
+        with open(os.environ["TTFB_RAW"], "w") as f:
+            json.dump(raw, f)
 
 
 if __name__ == "__main__":
