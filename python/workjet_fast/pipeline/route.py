@@ -39,7 +39,7 @@ from workjet_fast.deadlines import deadlines, within
 from workjet_fast.errors import BadRequest, ProviderError, ProviderUnavailable
 from workjet_fast.pipeline.breaker import BreakerBoard
 from workjet_fast.providers import Provider, UpstreamFailure, UpstreamStream
-from workjet_fast.providers.http import retry_after_box
+from workjet_fast.providers.http import aclose_iterator, retry_after_box
 
 __all__ = ["Candidate", "Route", "Router"]
 
@@ -316,8 +316,9 @@ class _GuardedStream(UpstreamStream):
         return self._gen
 
     async def _pieces(self) -> AsyncGenerator[bytes, None]:
+        inner = self._inner.__aiter__()
         try:
-            async for piece in self._inner:
+            async for piece in inner:
                 if self._expired:
                     break
                 yield piece
@@ -328,6 +329,8 @@ class _GuardedStream(UpstreamStream):
         except Exception as e:  # the upstream was closed under the reader by the deadline timer
             if not self._expired:
                 raise UpstreamFailure(f"the upstream stream broke: {e}", unreachable=True) from None
+        finally:
+            await aclose_iterator(inner)
         if self._expired:
             raise UpstreamFailure("the total timeout ran out mid-stream", unreachable=True)
 

@@ -27,7 +27,7 @@ import orjson
 
 from workjet_fast._workjet_fast import SseError, SseParser
 from workjet_fast.providers.base import UpstreamFailure, UpstreamStream
-from workjet_fast.providers.http import StreamBody
+from workjet_fast.providers.http import StreamBody, aclose_iterator
 
 __all__ = ["FINISH_REASONS", "AnthropicStream", "AnthropicTranslator", "chat_id", "openai_usage"]
 
@@ -185,8 +185,9 @@ class AnthropicStream(UpstreamStream):
     async def _pieces(self) -> AsyncGenerator[bytes, None]:
         parser = SseParser()
         tr = self._translator
+        chunks = self._body.chunks()
         try:
-            async for piece in self._body.chunks():
+            async for piece in chunks:
                 out = b"".join([tr.event(name, data) for name, data in _parse(parser.feed, piece)])
                 if out:
                     yield out
@@ -196,7 +197,10 @@ class AnthropicStream(UpstreamStream):
             if out:
                 yield out
         finally:
-            self._body.close()
+            try:
+                await aclose_iterator(chunks)  # now, not by the event loop's finalizer hook (a wake-up and a task)
+            finally:
+                self._body.close()
 
     async def aclose(self) -> None:
         if self._gen is not None:

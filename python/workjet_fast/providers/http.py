@@ -24,7 +24,7 @@ from typing import Protocol
 
 from workjet_fast.config import ProviderConfig
 
-__all__ = ["HttpClient", "StreamBody", "retry_after_box"]
+__all__ = ["HttpClient", "StreamBody", "aclose_iterator", "retry_after_box"]
 
 
 class StreamBody(ABC):
@@ -44,6 +44,15 @@ class StreamBody(ABC):
     @abstractmethod
     def close(self) -> None:
         """Abandon the body: an unfinished one never goes back to the pool."""
+
+
+async def aclose_iterator(it: AsyncIterator[bytes]) -> None:
+    """Close an async generator that a loop left unfinished (`break`, an error, or its own closing), now. Left to the
+    garbage collector, the event loop's finalizer hook closes it instead: a `call_soon_threadsafe` (a wake-up write
+    and read) and a new task, once per stream, just as the next request may be arriving."""
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class _Transport(Protocol):
