@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benches.load.firstbyte import STAGES, _join, stage_table
+from benches.load.firstbyte import STAGES, _join, stage_table, tail_note
 
 
 def _request(base: int) -> dict[str, int]:
@@ -39,3 +39,11 @@ def test_table_has_every_stage_and_the_total_in_microseconds() -> None:
     for label, _, _ in STAGES:
         assert f"| {label} |" in table
     assert "| **client write to first byte** | 31.0 | 31.0 |" in table
+
+
+def test_tail_note_tells_the_tail_and_whether_the_next_request_waited() -> None:
+    first = {"handler": 1_000, "last_out": 10_000, "end": 14_000}
+    second = {"handler": 13_000, "last_out": 20_000, "end": 22_000}
+    note = tail_note({"requests": [first, second], "arrivals": [[500, 900], [12_000, 12_500]]})
+    assert "ran 3.0 µs more" in note  # the median of 4 and 2 µs
+    assert "in 100% of requests" in note  # the second arrived at 12,000, before the first ended at 14,000

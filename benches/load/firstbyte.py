@@ -25,12 +25,17 @@ Stages (each ends where the next begins):
   first event   the relay (DLP on the response), the response head, the disconnect watcher, the first
                 event fed and written
   hop out       the write until the client's read returns (kernel, wake-up of the client, its event loop)
+
+Also reported per variant: how long the handler runs after the stream's last byte (usage, DLP findings, the
+limits settled, the audit record submitted), and how often the next request arrived before that was over.
+The stamps stay in the printed temp directory (`marks-*.json`, `client-*.json`).
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import json
 import os
 import signal
@@ -134,6 +139,14 @@ def install(marks: _Marks) -> None:
     _around(http1._Conn, "data_received", "up_in", None, marks, once=True)
     _around(http1._Conn, "on_headers_complete", None, "up_head", marks, once=True)
     _around(http_protocol.FastCycle, "_send_chunk", "first_out", None, marks, once=True)
+    cycle_send = http_protocol.FastCycle.send
+
+    async def send(self: Any, message: Any) -> None:
+        await cycle_send(self, message)
+        if message.get("type") == "http.response.body" and not message.get("more_body", False):
+            marks.mark("last_out")
+
+    http_protocol.FastCycle.send = send  # type: ignore[method-assign]
     _around_async(handler, "_read_body", "body_read", None, marks)
     _around(route.Router, "resolve", None, "resolved", marks)
     _around(dlp.Dlp, "scan_request", None, "dlp_done", marks)
@@ -150,6 +163,7 @@ def install(marks: _Marks) -> None:
         try:
             await call(self, scope, receive, send)
         finally:
+            marks.mark("end")
             marks.end()
 
     handler.ChatHandler.__call__ = traced_call  # type: ignore[method-assign]
@@ -215,6 +229,7 @@ def main(argv: list[str]) -> None:
     reps, n = int(os.environ.get("REPS", "3")), int(os.environ.get("N", "300"))
     tools = require_tools(["nginx", "taskset"])
     tmp = Path(tempfile.mkdtemp(prefix="workjet-firstbyte-"))
+    print(f"marks in {tmp}", file=sys.stderr)
     body = tmp / "body.json"
     body.write_bytes(chat_body(SSE_MODEL, True))
     outs = {name: tmp / f"marks-{name}.json" for name in names}
@@ -268,7 +283,24 @@ def main(argv: list[str]) -> None:
     print(f"\nfake upstream direct, client write to first byte: p50 {floor:.1f} µs ({len(client['direct'])} requests)")
     for name in names:
         total = statistics.median((r["client_read"] - r["client_write"]) / 1000 for r in rows[name])
-        print(f"{name}: added over direct, p50 {total - floor:.1f} µs")
+        print(f"{name}: added over direct, p50 {total - floor:.1f} µs; {tail_note(json.loads(outs[name].read_text()))}")
+
+
+def tail_note(marks: dict[str, Any]) -> str:
+    """What the handler did after the stream's last byte, and whether the next request found it still at it."""
+    done = sorted((r for r in marks["requests"] if "last_out" in r and "end" in r), key=lambda r: r["handler"])
+    if len(done) < 2:
+        return "no tail measured"
+    tail = statistics.median((r["end"] - r["last_out"]) / 1000 for r in done)
+    arrivals = sorted(a[0] for a in marks["arrivals"])
+    early = 0
+    for prev, nxt in itertools.pairwise(done):
+        i = bisect.bisect_left(arrivals, nxt["handler"]) - 1
+        early += i >= 0 and arrivals[i] < prev["end"]
+    return (
+        f"after the last byte the handler ran {tail:.1f} µs more (p50); the next request arrived before that "
+        f"ended in {100 * early / (len(done) - 1):.0f}% of requests"
+    )
 
 
 if __name__ == "__main__":
