@@ -47,3 +47,10 @@ def test_tail_note_tells_the_tail_and_whether_the_next_request_waited() -> None:
     note = tail_note({"requests": [first, second], "arrivals": [[500, 900], [12_000, 12_500]]})
     assert "ran 3.0 µs more" in note  # the median of 4 and 2 µs
     assert "in 100% of requests" in note  # the second arrived at 12,000, before the first ended at 14,000
+
+
+def test_a_variant_with_off_among_its_parts_runs_with_features_off() -> None:
+    from benches.load.ab import features_on
+
+    assert features_on("on") and features_on("on+on") and features_on("nodlp+nolog")
+    assert not features_on("off") and not features_on("off+off") and not features_on("nolog+off")

@@ -52,6 +52,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def features_on(name: str) -> bool:
+    """Whether a variant runs with every feature on: any but one that has `off` among its `+`-joined parts."""
+    return "off" not in name.split("+")
+
+
 def config_for(name: str) -> Callable[..., str]:
     """The workjet-on configuration with each `+`-joined variant applied in turn."""
 
@@ -86,7 +91,7 @@ def main(argv: list[str]) -> None:
             if n in PASSTHROUGH:
                 gateways[n] = T.start_passthrough(n.removeprefix("pt-"), upstream, tmp)
                 continue
-            gateways[n] = T.start_gateway(f"ab-{n}", upstream, tmp, n != "off", config=config_for(n))
+            gateways[n] = T.start_gateway(f"ab-{n}", upstream, tmp, features_on(n), config=config_for(n))
         if ttfb_n:
             _ttfb(gateways, names, body, ttfb_n, reps)
             return

@@ -221,7 +221,7 @@ def stage_table(rows: dict[str, list[dict[str, int]]]) -> str:
 
 def main(argv: list[str]) -> None:
     from benches.load import targets as T
-    from benches.load.ab import config_for
+    from benches.load.ab import config_for, features_on
     from benches.load.payloads import SSE_MODEL, chat_body
     from benches.load.procs import pin, require_tools, stop_all
 
@@ -243,7 +243,7 @@ def main(argv: list[str]) -> None:
                 f"fb-{name}",
                 upstream,
                 tmp,
-                name != "off",
+                features_on(name),
                 config=config_for(name),
                 serve=serve_cmd,
                 env={"FIRSTBYTE_OUT": str(outs[name]), "PYTHONPATH": str(ROOT)},  # the server runs in its data dir

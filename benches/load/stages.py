@@ -147,7 +147,7 @@ def serve(argv: list[str]) -> None:
 
 def main(names: list[str]) -> None:
     from benches.load import targets as T
-    from benches.load.ab import VARIANTS, config_for
+    from benches.load.ab import VARIANTS, config_for, features_on
     from benches.load.payloads import JSON_MODEL, chat_body
     from benches.load.procs import require_tools, stop_all
     from benches.load.wrk import run_wrk
@@ -172,7 +172,7 @@ def main(names: list[str]) -> None:
                 f"stages-{n}",
                 upstream,
                 tmp,
-                n != "off",
+                features_on(n),
                 config=config_for(n),
                 serve=[sys.executable, "-m", "benches.load.stages", "--serve"],
                 env={"WORKJET_STAGES_OUT": str(out), "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
