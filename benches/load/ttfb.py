@@ -79,13 +79,13 @@ async def measure(
         for i in range(warmup + n):
             h, f, t = await _one(reader, writer, request(i), stamps)
             if i >= warmup:
-                if raw is not None:
-                    raw.append(stamps[-1])
                 heads.append(h * 1000)
                 firsts.append(f * 1000)
                 totals.append(t * 1000)
     finally:
         writer.close()
+    if raw is not None:
+        raw.extend(stamps[warmup:])
     return {
         "n": n,
         "head_p50_ms": statistics.median(heads),
