@@ -88,7 +88,10 @@ class _Marks:
         self.cur = {}
 
     def dump(self) -> None:
-        self.out.write_text(json.dumps({"requests": self.done, "arrivals": self.arrivals}))
+        """Written whole, then renamed: the driver reads the file as soon as it exists."""
+        part = self.out.with_suffix(".part")
+        part.write_text(json.dumps({"requests": self.done, "arrivals": self.arrivals}))
+        part.replace(self.out)
 
 
 def _around(owner: Any, name: str, before: str | None, after: str | None, marks: _Marks, once: bool = False) -> None:
@@ -183,15 +186,21 @@ def serve(argv: list[str]) -> None:
 # ---- the driver --------------------------------------------------------------------------------------------------
 
 
+def _arrival(arrivals: list[list[int]], handler: int) -> list[int] | None:
+    """The last of the sorted (before, after) data_received stamps before a handler started: its request's bytes."""
+    i = bisect.bisect_left(arrivals, [handler, 0]) - 1
+    return arrivals[i] if i >= 0 else None
+
+
 def _join(client: list[list[int]], marks: dict[str, Any]) -> list[dict[str, int]]:
     """Each client request with the server request it started: the first arrival after its write, and the
     first request whose handler started after that arrival."""
     arrivals = sorted(marks["arrivals"])
     server = []
     for s in sorted((s for s in marks["requests"] if "handler" in s and "first_out" in s), key=lambda s: s["handler"]):
-        i = bisect.bisect_left(arrivals, [s["handler"], 0]) - 1
-        if i >= 0:
-            server.append({**s, "req_in": arrivals[i][0], "parsed": arrivals[i][1]})
+        got = _arrival(arrivals, s["handler"])
+        if got is not None:
+            server.append({**s, "req_in": got[0], "parsed": got[1]})
     out, j = [], 0
     for wrote, read in client:
         while j < len(server) and server[j]["req_in"] < wrote:
@@ -272,10 +281,10 @@ def main(argv: list[str]) -> None:
                 time.sleep(0.1)
             else:
                 raise SystemExit(f"{name} wrote no marks to {out}")
-        time.sleep(0.5)  # let the writes finish
     finally:
         stop_all()
-    rows = {name: _join(client[name], json.loads(outs[name].read_text())) for name in names}
+    marks = {name: json.loads(outs[name].read_text()) for name in names}
+    rows = {name: _join(client[name], marks[name]) for name in names}
     for name in names:
         print(f"{name}: {len(rows[name])} of {len(client[name])} requests matched", file=sys.stderr)
     print(stage_table(rows))
@@ -283,7 +292,7 @@ def main(argv: list[str]) -> None:
     print(f"\nfake upstream direct, client write to first byte: p50 {floor:.1f} µs ({len(client['direct'])} requests)")
     for name in names:
         total = statistics.median((r["client_read"] - r["client_write"]) / 1000 for r in rows[name])
-        print(f"{name}: added over direct, p50 {total - floor:.1f} µs; {tail_note(json.loads(outs[name].read_text()))}")
+        print(f"{name}: added over direct, p50 {total - floor:.1f} µs; {tail_note(marks[name])}")
 
 
 def tail_note(marks: dict[str, Any]) -> str:
@@ -292,11 +301,11 @@ def tail_note(marks: dict[str, Any]) -> str:
     if len(done) < 2:
         return "no tail measured"
     tail = statistics.median((r["end"] - r["last_out"]) / 1000 for r in done)
-    arrivals = sorted(a[0] for a in marks["arrivals"])
+    arrivals = sorted(marks["arrivals"])
     early = 0
     for prev, nxt in itertools.pairwise(done):
-        i = bisect.bisect_left(arrivals, nxt["handler"]) - 1
-        early += i >= 0 and arrivals[i] < prev["end"]
+        got = _arrival(arrivals, nxt["handler"])
+        early += got is not None and got[0] < prev["end"]
     return (
         f"after the last byte the handler ran {tail:.1f} µs more (p50); the next request arrived before that "
         f"ended in {100 * early / (len(done) - 1):.0f}% of requests"
